@@ -1,0 +1,54 @@
+"""``femurseg <verb>``: the single entry point.
+
+Each verb lives in ``femurseg.cli.<verb>`` and exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (a callable ``(args) -> int``).  Heavy imports happen inside ``func`` so ``femurseg --help`` is instant.
+Errors that femurseg raises on purpose (:class:`femurseg.errors.FemursegError`) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from femurseg import __version__
+from femurseg.errors import FemursegError
+
+#: Sub-command modules, in the order ``--help`` lists them.
+VERBS: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="femurseg",
+        description="Proximal femur segmentation and analysis for hip QCT.",
+    )
+    parser.add_argument("--version", action="version", version=f"femurseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERBS:
+        importlib.import_module(f"femurseg.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``femurseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FemursegError as err:
+        print(f"femurseg: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("femurseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

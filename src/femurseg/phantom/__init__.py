@@ -1,0 +1,1 @@
+"""The digital hip-QCT phantom: labelled hip CT scans, deterministically from a seed."""

@@ -89,9 +89,9 @@ def write_ct_series(
 
 
 def ramp_hu(shape_zyx: tuple[int, int, int] = (5, 6, 7)) -> np.ndarray:
-    """Distinct HU values per voxel spanning negative and positive: voxel (z, y, x) = 100z + 10y + x − 1000."""
+    """Distinct HU values per voxel spanning negative and positive: voxel (z, y, x) = 600z + 10y + x − 1000 (x < 10, y < 60)."""
     z, y, x = np.meshgrid(*(np.arange(n) for n in shape_zyx), indexing="ij")
-    return (100 * z + 10 * y + x - 1000).astype(np.int16)
+    return (600 * z + 10 * y + x - 1000).astype(np.int16)
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ _HEADER_TAGS = [
     "NumberOfFrames",
     "RescaleSlope",
     "RescaleIntercept",
+    "BitsAllocated",
+    "PixelData",  # deferred: only its length and file offset are read, to catch truncated slices
 ]
 
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -88,6 +90,29 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _read_header(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path, specific_tags=_HEADER_TAGS, defer_size=1024)
+
+
+def _pixel_data_problem(path: Path, ds: pydicom.Dataset) -> str | None:
+    """Why the slice's pixel data cannot be complete, or None (checked for uncompressed transfer syntaxes)."""
+    if "PixelData" not in ds:
+        return "has no pixel data"
+    element = ds.get_item("PixelData")
+    length, tell = getattr(element, "length", None), getattr(element, "value_tell", None)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if length is None or tell is None or syntax is None or syntax.is_compressed or length == 0xFFFFFFFF:
+        return None  # encapsulated (compressed) data: the decoder reports damage
+    try:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8
+        size = path.stat().st_size
+    except (AttributeError, TypeError, ValueError, OSError):
+        return None
+    if length < expected or tell + length > size:
+        return f"has truncated pixel data ({min(length, size - tell)} of {expected} bytes)"
+    return None
+
+
 def _walk_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
     out = []
     for root, dirs, names in os.walk(folder):
@@ -97,7 +122,7 @@ def _walk_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
             if not is_dicom_file(path):
                 continue
             try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+                ds = _read_header(path)
             except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as err:
                 log.debug("skipping unreadable DICOM file %s: %s", path, err)
                 continue
@@ -224,6 +249,10 @@ def _sorted_files(info: SeriesInfo, headers: dict[Path, pydicom.Dataset]) -> tup
                 f"{where} is a multi-frame (enhanced) DICOM ({path.name}); convert it to single-frame slices "
                 "or NIfTI (e.g. with dcm2niix) first"
             )
+    for path, ds in zip(info.files, datasets):
+        problem = _pixel_data_problem(path, ds)
+        if problem:
+            raise InputError(f"{where} is damaged: {path} {problem}; copy the series again from its source")
     if info.n_slices < 2:
         raise InputError(f"{where} has a single slice ({info.files[0]}); femurseg needs a 3D series of at least 2 slices")
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
@@ -308,7 +337,7 @@ def read_series(info: SeriesInfo) -> sitk.Image:
     headers = {}
     for path in info.files:
         try:
-            headers[path] = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            headers[path] = _read_header(path)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as err:
             raise InputError(f"cannot read DICOM file {path}: {err}") from None
     return _read_series(info, headers)

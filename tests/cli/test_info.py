@@ -1,0 +1,81 @@
+"""``femurseg info``: describes files and DICOM folders; one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from femurseg.cli.main import main
+
+# The DICOM series writer lives with the io tests; load it by path so the two test folders need no packages.
+_spec = importlib.util.spec_from_file_location("_io_conftest", Path(__file__).parents[1] / "io" / "conftest.py")
+_io = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_io)
+
+
+def _assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, needle: str) -> None:
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("femurseg: error: ") and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_info_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 100)
+    image.SetSpacing((0.75, 0.5, 2.0))
+    image.SetOrigin((-12.5, 4.0, 100.0))
+    image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(tmp_path / "scan.nii.gz"))
+    assert main(["info", str(tmp_path / "scan.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "format:       NIfTI" in out
+    assert "size:         (6, 5, 4) (x, y, z)" in out
+    assert "spacing:      (0.75, 0.5, 2.0)" in out
+    assert "origin:       (-12.5, 4.0, 100.0)" in out
+    assert "orientation:  RAS" in out and "oblique" not in out
+    assert "values:       -100 to 19" in out
+
+
+def test_info_dicom_lists_series_and_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _io.write_ct_series(tmp_path / "a", _io.ramp_hu((4, 3, 5)), series="big", description="big one")
+    _io.write_ct_series(tmp_path / "b", _io.ramp_hu((2, 3, 5)), series="small", description="small one")
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    big, small = _io.uid("big"), _io.uid("small")
+    assert "format:       DICOM series" in out
+    assert "series found: 2" in out
+    assert f"* {big} (CT 'big one', 4 slices)" in out
+    assert f"  {small} (CT 'small one', 2 slices)" in out
+    assert f"series read:  {big}" in out
+    assert "size:         (5, 3, 4)" in out
+    assert "orientation:  LPS" in out
+    assert "values:       -1000 to 824 HU" in out  # 600·3 + 10·2 + 4 − 1000
+
+    assert main(["info", str(tmp_path), "--series-uid", small]) == 0
+    out = capsys.readouterr().out
+    assert f"series read:  {small}" in out and "size:         (5, 3, 2)" in out
+
+
+def test_info_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _assert_one_line_error(capsys, main(["info", str(tmp_path / "nope.nii.gz")]), "does not exist")
+
+
+def test_info_2d_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkInt16), str(tmp_path / "slice.nrrd"))
+    _assert_one_line_error(capsys, main(["info", str(tmp_path / "slice.nrrd")]), "2D image")
+
+
+def test_info_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _assert_one_line_error(capsys, main(["info", str(tmp_path)]), "holds no DICOM image files")
+
+
+def test_info_unknown_series_uid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _io.write_ct_series(tmp_path, _io.ramp_hu((2, 3, 5)), series="only")
+    _assert_one_line_error(capsys, main(["info", str(tmp_path), "--series-uid", "9.9"]), f"series found: {_io.uid('only')}")

@@ -81,3 +81,42 @@ def test_unknown_series_uid_lists_existing(tmp_path: Path, ct_series_writer, hu_
     uid = read_series_info(tmp_path)[0].uid
     with pytest.raises(InputError, match=rf"no DICOM series with UID 1\.2\.3; series found: {uid} \(CT 'test series', 3 slices\)"):
         read_image(tmp_path, series_uid="1.2.3")
+
+
+def _set_rescale(files: list[Path], slopes: list[float], intercepts: list[float]) -> None:
+    import pydicom
+
+    for path, slope, intercept in zip(files, slopes, intercepts):
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleIntercept = f"{intercept:g}"
+        ds.save_as(path)
+
+
+def test_fractional_slope_reads_as_float32(tmp_path: Path, ct_series_writer, hu_ramp) -> None:
+    stored = hu_ramp((3, 4, 5))
+    files = ct_series_writer(tmp_path, stored)
+    _set_rescale(files, [0.5] * 3, [-10.0] * 3)
+    image = read_image(tmp_path)
+    values = array_of(image)
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, stored.astype(np.float32) * 0.5 - 10.0)
+
+
+def test_per_slice_rescale_is_applied_per_slice(tmp_path: Path, ct_series_writer, hu_ramp) -> None:
+    stored = hu_ramp((3, 4, 5))
+    files = ct_series_writer(tmp_path, stored)
+    slopes, intercepts = [1.0, 2.0, 1.0], [0.0, -1024.0, 24.0]
+    _set_rescale(files, slopes, intercepts)
+    values = array_of(read_image(tmp_path))
+    expected = stored.astype(np.float64) * np.array(slopes)[:, None, None] + np.array(intercepts)[:, None, None]
+    np.testing.assert_array_equal(values, expected)
+
+
+def test_large_hu_range_keeps_int32(tmp_path: Path, ct_series_writer, hu_ramp) -> None:
+    stored = hu_ramp((3, 4, 5))
+    files = ct_series_writer(tmp_path, stored)
+    _set_rescale(files, [1.0] * 3, [40000.0] * 3)  # beyond int16: must not wrap around
+    values = array_of(read_image(tmp_path))
+    assert values.dtype == np.int32
+    np.testing.assert_array_equal(values, stored.astype(np.int32) + 40000)

@@ -109,3 +109,12 @@ def test_creates_missing_parent_folders(tmp_path: Path) -> None:
     image = _image(np.uint8, FLIPPED, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     path = write_image(image, tmp_path / "a" / "b" / "mask.nii.gz")
     assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["mask.nii.gz"]
+
+
+def test_reads_detached_nrrd_header(tmp_path: Path) -> None:
+    image = _image(np.int16, OBLIQUE, spacing=(0.75, 0.5, 1.25), origin=(-120.5, 33.25, -1002.125))
+    sitk.WriteImage(image, str(tmp_path / "scan.nhdr"), useCompression=True)  # header + separate data file
+    back = read_image(tmp_path / "scan.nhdr")
+    assert back.GetSpacing() == image.GetSpacing() and back.GetOrigin() == image.GetOrigin()
+    np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-15)
+    np.testing.assert_array_equal(array_of(back), array_of(image))

@@ -220,6 +220,8 @@ def choose_series(infos: list[SeriesInfo], *, series_uid: str | None = None) -> 
     if len(infos) > 1:
         others = "; ".join(s.summary() for s in infos if s is not chosen)
         log.info("%d DICOM series found; chose %s (others: %s); pass series_uid to pick another", len(infos), chosen.summary(), others)
+    else:
+        log.info("reading DICOM series %s", chosen.summary())
     return chosen
 
 

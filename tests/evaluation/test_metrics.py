@@ -78,3 +78,8 @@ def test_volume_agreement_perfect_and_biased():
     noisy = np.asarray(true) + 5.0 + rng.normal(0, 1, 5)
     out = volume_agreement(noisy, true)
     assert out["bias_ml"] == pytest.approx(5.0, abs=1.5) and 0.9 < out["r2"] <= 1.0
+
+
+def test_volume_agreement_without_spread_has_no_regression():
+    out = volume_agreement([101.0, 99.0, 100.0], [100.0, 100.0, 100.0])
+    assert np.isnan(out["r2"]) and out["bias_ml"] == pytest.approx(0.0)

@@ -160,15 +160,17 @@ def volume_agreement(pred_ml: Sequence[float], true_ml: Sequence[float]) -> dict
     x, y = np.asarray(true_ml, dtype=float), np.asarray(pred_ml, dtype=float)
     if x.shape != y.shape or x.size < 3:
         raise ValueError("volume_agreement needs two equal-length sequences of at least 3 volumes")
-    fit = stats.linregress(x, y)
     diff = y - x
     bias, sd = float(diff.mean()), float(diff.std(ddof=1))
+    nan = float("nan")
+    # A regression needs spread in the true volumes; without it only the Bland–Altman figures are defined.
+    fit = stats.linregress(x, y) if np.ptp(x) > 0 else None
     return {
         "n": int(x.size),
-        "r2": float(fit.rvalue**2),
-        "p_value": float(fit.pvalue),
-        "slope": float(fit.slope),
-        "intercept_ml": float(fit.intercept),
+        "r2": float(fit.rvalue**2) if fit else nan,
+        "p_value": float(fit.pvalue) if fit else nan,
+        "slope": float(fit.slope) if fit else nan,
+        "intercept_ml": float(fit.intercept) if fit else nan,
         "bias_ml": bias,
         "loa_low_ml": bias - 1.96 * sd,
         "loa_high_ml": bias + 1.96 * sd,

@@ -1,0 +1,45 @@
+"""``femurseg evaluate PRED --truth TRUTH``: Dice, sensitivity, specificity, HD95, ASSD and volumes per femur side."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` verb."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare predicted femur masks with true label maps (per case and side, in mm)",
+        description="Compare a folder of predicted label maps (1 right, 2 left femur) with true ones, matched by "
+        "file name; prints a per-side summary and writes per-case metrics.",
+    )
+    parser.add_argument("pred", metavar="PRED_DIR", help="folder of predicted label maps")
+    parser.add_argument("--truth", required=True, metavar="TRUTH_DIR", help="folder of true label maps, or a cohort folder")
+    parser.add_argument("-o", "--output", metavar="CSV", default=None, help="write per-case metrics to this CSV")
+    parser.add_argument("--summary", metavar="JSON", default=None, help="write the cohort summary to this JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from femurseg.config import save_json
+    from femurseg.evaluation.compare import evaluate_folders, write_rows_csv
+
+    result = evaluate_folders(pred_dir=args.pred, truth_dir=args.truth)
+    s = result.summary
+    print(f"cases: {s['n_cases']}" + (f" (no prediction for {len(s['missing_predictions'])})" if s["missing_predictions"] else ""))
+    print(f"{'side':<6} {'n':>3} {'Dice':>15} {'sensitivity':>15} {'specificity':>15} {'HD95 [mm]':>13} {'ASSD [mm]':>13} {'vol R²':>7} {'swaps':>5}")
+    for side in ("right", "left", "all"):
+        e = s.get(side)
+        if not e:
+            continue
+        r2 = f"{e['volume']['r2']:.4f}" if "volume" in e else "-"
+        print(
+            f"{side:<6} {e['n']:>3} {e['dice']['mean']:>8.4f}±{e['dice']['sd']:.4f} {e['sensitivity']['mean']:>8.4f}±{e['sensitivity']['sd']:.4f} "
+            f"{e['specificity']['mean']:>8.5f}±{e['specificity']['sd']:.0e} {e['hd95']['mean']:>6.2f}±{e['hd95']['sd']:.2f} "
+            f"{e['assd']['mean']:>6.2f}±{e['assd']['sd']:.2f} {r2:>7} {e['swapped']:>5}"
+        )
+    if args.output:
+        print(f"per-case metrics: {write_rows_csv(result.rows, args.output)}")
+    if args.summary:
+        print(f"summary: {save_json(s, args.summary)}")
+    return 0

@@ -1,0 +1,204 @@
+"""Training patches: where they are taken, and the dataset that hands them to the trainer.
+
+Sampling, per patch:
+
+- a volume (a femur ROI, or a whole scan for the locator) uniformly at random;
+- its ROI box, each face moved by up to ± ``roi_jitter_mm`` (the inference locator is not exact);
+- a centre: with probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's
+  surface, where the errors are), otherwise anywhere in the box;
+- a spatial/intensity augmentation (:mod:`femurseg.training.transforms`).
+
+Patch ``i`` of the run is a pure function of ``(seed, i)`` (its own ``SeedSequence``), whatever process draws it:
+data-parallel ranks each build their share of the same global batch, data-loading workers need no shared
+state, and a resumed run draws exactly the patches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from femurseg.models.preprocessing import crop_padded
+from femurseg.training.config import AugmentationConfig
+from femurseg.training.data import Volume
+from femurseg.training.transforms import Augmenter
+
+
+def patch_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of patch ``index`` of a run seeded with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x9A7C4, int(index)]))
+
+
+@dataclass(frozen=True)
+class PatchPlace:
+    """Where one patch is taken.
+
+    Attributes
+    ----------
+    volume : int
+        Index of the volume.
+    centre : (3,) tuple of int
+        Patch centre [voxels, (z, y, x)] in the volume.
+    box_start, box_stop : (3,) tuple of int
+        The jittered ROI box [voxels]; outside it the patch is padding.
+    kind : {"surface", "foreground", "random"}
+    """
+
+    volume: int
+    centre: tuple[int, int, int]
+    box_start: tuple[int, int, int]
+    box_stop: tuple[int, int, int]
+    kind: str
+
+
+def jitter_box(volume: Volume, *, jitter_vox: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The volume's ROI box with each face moved by up to ± ``jitter_vox`` [voxels], kept inside the arrays."""
+    start = np.asarray(volume.roi_start, int)
+    stop = np.asarray(volume.roi_stop, int)
+    j = np.asarray(jitter_vox, int)
+    if j.any():
+        start = start + rng.integers(-j, j + 1)
+        stop = stop + rng.integers(-j, j + 1)
+    shape = np.asarray(volume.image.shape)
+    start = np.clip(start, 0, shape - 1)
+    stop = np.clip(stop, start + 1, shape)
+    return start, stop
+
+
+def choose_place(
+    volumes: Sequence[Volume], *, foreground_fraction: float, jitter_mm: float, rng: np.random.Generator
+) -> PatchPlace:
+    """Draw a volume, a jittered box and a patch centre (see the module's docstring)."""
+    v = int(rng.integers(0, len(volumes)))
+    vol = volumes[v]
+    jitter_vox = np.floor(jitter_mm / np.asarray(vol.spacing_zyx)).astype(int)
+    start, stop = jitter_box(vol, jitter_vox=jitter_vox, rng=rng)
+    kind = "random"
+    centre = None
+    if rng.random() < foreground_fraction:
+        kind = "surface" if rng.random() < 0.5 else "foreground"
+        points = vol.surface if kind == "surface" else vol.foreground
+        if len(points):
+            inside = np.all((points >= start) & (points < stop), axis=1)
+            candidates = np.flatnonzero(inside)
+            if len(candidates):
+                centre = points[candidates[int(rng.integers(0, len(candidates)))]]
+        if centre is None:
+            kind = "random"
+    if centre is None:
+        centre = rng.integers(start, stop)
+    return PatchPlace(v, tuple(int(c) for c in centre), tuple(int(s) for s in start), tuple(int(s) for s in stop), kind)
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Augmented training patches; item ``i`` is patch ``i`` of the run.
+
+    Parameters
+    ----------
+    volumes : sequence of Volume
+        Prepared training volumes.
+    patch_size_zyx : (3,) tuple of int
+    hu_window : (2,) tuple of float
+        [HU]
+    augmentation : AugmentationConfig
+    foreground_fraction : float
+    num_classes : int
+        2 (femur model) or 3 (locator).
+    seed : int
+    length : int
+        Number of patches (steps × global batch).
+
+    Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[Volume],
+        *,
+        patch_size_zyx: tuple[int, int, int],
+        hu_window: tuple[float, float],
+        augmentation: AugmentationConfig,
+        foreground_fraction: float,
+        num_classes: int,
+        seed: int,
+        length: int,
+    ) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        spacings = {tuple(v.spacing_zyx) for v in volumes}
+        if len(spacings) != 1:
+            raise ValueError(f"volumes must share one spacing, got {sorted(spacings)}")
+        self.volumes = list(volumes)
+        self.patch = tuple(int(p) for p in patch_size_zyx)
+        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self.augmentation = augmentation
+        self.foreground_fraction = float(foreground_fraction)
+        self.num_classes = int(num_classes)
+        self.seed = int(seed)
+        self.length = int(length)
+        self.augmenter = Augmenter(
+            augmentation, patch_size_zyx=self.patch, spacing_zyx=spacings.pop(), hu_window=self.hu_window
+        )
+        #: Seconds spent in the last item's sampling/cropping and augmentation (for the benchmark).
+        self.last_timing: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import time
+
+        t0 = time.perf_counter()
+        rng = patch_rng(self.seed, index)
+        place = choose_place(
+            self.volumes, foreground_fraction=self.foreground_fraction, jitter_mm=self.augmentation.roi_jitter_mm, rng=rng
+        )
+        vol = self.volumes[place.volume]
+        draw = self.augmenter.draw_spatial(rng)
+        centre = np.asarray(place.centre)
+        patch = np.asarray(self.patch)
+        fill = self.hu_window[0]
+        if draw.identity:
+            start = centre - patch // 2
+            image = torch.from_numpy(crop_padded(np.asarray(vol.image), start, patch, fill=fill).astype(np.float32))[None]
+            target = torch.from_numpy(crop_padded(np.asarray(vol.target), start, patch, fill=0).astype(np.int64))
+            t1 = time.perf_counter()
+        else:
+            lo, hi = self.augmenter.source_extent(draw)
+            # The patch centre in index terms is centre - patch//2 + (patch-1)/2, exactly as without augmentation.
+            c_cont = centre - patch // 2 + (patch - 1) / 2.0
+            start = np.floor(c_cont).astype(int) + lo
+            shape = hi - lo + 1
+            img = crop_padded(np.asarray(vol.image), start, shape, fill=int(round(fill))).astype(np.float32)
+            tgt = crop_padded(np.asarray(vol.target), start, shape, fill=0)
+            # Channels are shifted so that zero is their fill value (grid_sample pads with zeros).
+            chans = [img - np.float32(fill)] + [(tgt == k).astype(np.float32) for k in range(1, self.num_classes)]
+            block = torch.from_numpy(np.stack(chans))
+            t1 = time.perf_counter()
+            out = self.augmenter.resample(block, draw, c_cont - start)
+            image = out[:1] + fill
+            fractions = out[1:]
+            background = 1.0 - fractions.sum(0, keepdim=True)
+            target = torch.cat([background, fractions]).argmax(0)
+        # Outside the jittered box the network sees what inference pads with; there is nothing to segment there.
+        idx = [torch.arange(n) + int(c - p // 2) for n, c, p in zip(self.patch, centre, patch)]
+        inside = [(i >= s) & (i < e) for i, s, e in zip(idx, place.box_start, place.box_stop)]
+        valid = inside[0].view(-1, 1, 1) & inside[1].view(1, -1, 1) & inside[2].view(1, 1, -1)
+        t2 = time.perf_counter()
+        image = self.augmenter.intensity(image, rng)
+        image = torch.where(valid[None], image, torch.tensor(-1.0))
+        target = torch.where(valid, target, torch.tensor(0, dtype=target.dtype))
+        t3 = time.perf_counter()
+        self.last_timing = {"crop": t1 - t0, "spatial": t2 - t1, "intensity": t3 - t2}
+        return image, target.long()
+
+
+def validation_crop(volume: Volume, *, hu_window: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A volume's nominal ROI, as the network sees it at inference: ((Z, Y, X) float32 in [-1, 1], (Z, Y, X) uint8)."""
+    from femurseg.models.preprocessing import normalize_hu
+
+    sl = tuple(slice(a, b) for a, b in zip(volume.roi_start, volume.roi_stop))
+    return normalize_hu(np.asarray(volume.image[sl]), hu_window=hu_window), np.asarray(volume.target[sl])

@@ -71,3 +71,18 @@ def write_cohort(root: Path, n: int, *, seed: int = 0, fmt: str = "cohort", sing
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three cases in the cohort-folder layout."""
     return write_cohort(tmp_path_factory.mktemp("cohort"), 3, seed=1)
+
+
+def tiny_config(**changes: object):  # noqa: ANN201
+    """A TrainConfig small enough for CPU tests: base width 4, depth 2, 16³ patches at 2 mm."""
+    from femurseg.models.preprocessing import Preprocessing
+    from femurseg.models.vnet import VNetConfig
+    from femurseg.training.config import TrainConfig
+
+    base = TrainConfig(
+        network=VNetConfig(base_width=4, depth=2, convs_per_stage=(1, 1, 1)),
+        preprocessing=Preprocessing(target_spacing_zyx=(2.0, 2.0, 2.0), patch_size_zyx=(16, 16, 16), roi_margin_mm=4.0),
+        steps=6, batch_size=2, val_every=3, checkpoint_every=2, warmup_steps=2, val_fraction=0.34,
+        device="cpu", num_threads=1, seed=7,
+    )
+    return base.with_(**changes)

@@ -1,0 +1,128 @@
+"""fit(): files of a run, the exported bundle, exact resume, data-parallel equivalence."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from femurseg.config import save_json
+from femurseg.errors import InputError
+from femurseg.models.bundle import load_bundle
+from femurseg.training import trainer
+from femurseg.training.trainer import LOG_COLUMNS, fit, lr_factor
+
+from .conftest import tiny_config
+
+
+def _log(run: Path) -> list[dict[str, str]]:
+    with (run / "log.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "a"
+    bundle = fit(tiny_config(), data_dir=tiny_cohort, run_dir=run, progress=False)
+    assert bundle == run / "model"
+    return run
+
+
+def test_fit_writes_log_config_and_bundle(finished_run: Path) -> None:
+    rows = _log(finished_run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert tuple(rows[0]) == LOG_COLUMNS
+    assert all(float(r["loss"]) > 0 for r in rows)
+    assert rows[2]["val_dice_right"] and rows[5]["val_dice"] and not rows[0]["val_dice"]
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3)  # warm-up over 2 steps
+    meta = json.loads((finished_run / "config.json").read_text())
+    assert meta["seed"] == 7 and meta["femurseg_version"] and meta["config"]["steps"] == 6
+    assert len(meta["val_cases"]) == 1 and len(meta["train_cases"]) == 2
+    bundle = load_bundle(finished_run / "model")
+    assert bundle.config == tiny_config().network
+    assert bundle.preprocessing == tiny_config().preprocessing
+    m = bundle.meta["metrics"]
+    assert {"dice_right", "dice_left", "sensitivity_right", "specificity_left", "best_step"} <= set(m)
+    assert bundle.meta["training"]["steps"] == 6 and bundle.meta["training"]["device"] == "cpu"
+    best = torch.load(finished_run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["step"] == m["best_step"]
+    for k, v in bundle.model.state_dict().items():
+        assert torch.equal(v, best["model"][k])
+
+
+def test_killed_and_resumed_equals_uninterrupted(finished_run: Path, tiny_cohort: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "b"
+    real_step, calls = trainer._train_step, []
+
+    def dying_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 5:  # dies during step 5: step 4 was done but not checkpointed (every 2)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(), data_dir=tiny_cohort, run_dir=run, progress=False)
+    assert [int(r["step"]) for r in _log(run)] == [1, 2, 3, 4]
+    monkeypatch.setattr(trainer, "_train_step", real_step)
+    fit(tiny_config(), data_dir=tiny_cohort, run_dir=run, resume=True, progress=False)
+
+    done, resumed = _weights(finished_run / "checkpoints" / "last.pt"), _weights(run / "checkpoints" / "last.pt")
+    assert done.keys() == resumed.keys()
+    for k in done:
+        assert torch.equal(done[k], resumed[k]), k
+    a, b = load_bundle(finished_run / "model").model.state_dict(), load_bundle(run / "model").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cols = ("step", "lr", "loss", "dice", "l2", "ce", "val_dice")
+    assert [[r[c] for c in cols] for r in _log(run)] == [[r[c] for c in cols] for r in _log(finished_run)]
+
+
+def test_run_folder_rules(finished_run: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not empty"):
+        fit(tiny_config(), data_dir=tiny_cohort, run_dir=finished_run, progress=False)
+    with pytest.raises(InputError, match="cannot resume with a different configuration.*lr"):
+        fit(tiny_config(lr=0.5), data_dir=tiny_cohort, run_dir=finished_run, resume=True, progress=False)
+    with pytest.raises(InputError, match="nothing to resume"):
+        fit(tiny_config(), data_dir=tiny_cohort, run_dir=tmp_path / "new", resume=True, progress=False)
+
+
+def test_lr_schedules() -> None:
+    kw = dict(steps=100, warmup_steps=10)
+    assert lr_factor(0, schedule="poly", **kw) == pytest.approx(0.1)
+    assert lr_factor(9, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert lr_factor(10, schedule="poly", **kw) == pytest.approx(1.0)
+    assert lr_factor(55, schedule="cosine", **kw) == pytest.approx(0.5)
+    assert lr_factor(55, schedule="poly", **kw) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, schedule="poly", **kw) == 0.0
+
+
+def test_two_process_ddp_matches_one_process(finished_run: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes of 1 patch each trains as 1 process with batch 2."""
+    cfg = tmp_path / "cfg.json"
+    save_json(tiny_config(), cfg)
+    run = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "femurseg.training.distributed", str(tiny_cohort), "-o", str(run), "--config", str(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _log(finished_run), _log(run)
+    assert len(one) == len(two) == 6
+    for a, b in zip(one, two):
+        for c in ("loss", "dice", "l2", "val_dice"):
+            if a[c]:
+                assert float(b[c]) == pytest.approx(float(a[c]), abs=1e-4), (a["step"], c)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["world_size"] == 2
+    load_bundle(run / "model")

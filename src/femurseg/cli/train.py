@@ -1,0 +1,67 @@
+"""``femurseg train DATA_DIR -o RUN_DIR``: train a V-Net on a labelled cohort and export a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` verb."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a femur model on a labelled cohort (cohort folder or nnU-Net dataset)",
+        description=(
+            "Train a V-Net (Dice + L2 loss) on a labelled cohort and export the best model as a bundle in "
+            "RUN_DIR/model. DATA_DIR is a cohort folder (images/, labels/, cohort.csv) or an nnU-Net raw dataset "
+            "(dataset.json, imagesTr/, labelsTr/). For several GPUs: torchrun --nproc_per_node K -m "
+            "femurseg.training.distributed DATA_DIR -o RUN_DIR ..."
+        ),
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="cohort folder or nnU-Net raw dataset")
+    parser.add_argument("-o", "--output", metavar="RUN_DIR", required=True, help="run folder (new, or with --resume)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="training configuration JSON (a TrainConfig, or a run's config.json); default: the built-in "
+                        "recipe, or with --resume the run's own config.json")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None,
+                        help="override the configuration's device")
+    parser.add_argument("--steps", type=int, default=None, metavar="N", help="override the number of training steps")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print the bundle's path and its validation Dice."""
+    from pathlib import Path
+
+    from femurseg.errors import InputError
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: no such folder; give a cohort folder (images/, labels/) or an nnU-Net dataset")
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+
+    from femurseg.training.config import TrainConfig, load_train_config
+    from femurseg.training.trainer import fit
+
+    run_dir = Path(args.output)
+    if args.config:
+        config = load_train_config(args.config)
+    elif args.resume and (run_dir / "config.json").is_file():
+        config = load_train_config(run_dir / "config.json")  # the run's own recipe
+    else:
+        config = TrainConfig()
+    if args.device:
+        config = config.with_(device=args.device)
+    if args.steps:
+        config = config.with_(steps=args.steps)
+    bundle = fit(config, data_dir=data_dir, run_dir=run_dir, resume=args.resume, progress=True)
+
+    import json
+
+    metrics = json.loads((bundle / "model.json").read_text(encoding="utf-8")).get("metrics", {})
+    print(f"model: {bundle}")
+    if "dice_right" in metrics:
+        print(f"validation Dice: right {metrics['dice_right']:.4f}, left {metrics['dice_left']:.4f} "
+              f"(step {metrics.get('best_step')})")
+    return 0

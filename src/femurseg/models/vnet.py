@@ -7,7 +7,7 @@ Architecture (``depth`` down- and up-sampling stages; channels ``C_l = base_widt
       enc 1: n_1 × [conv k³ → norm → PReLU] + residual ──────────────────────────────────────────┐ skip 1 │
       ...                                                                                        │        │
       enc depth (bottom, C_depth channels): n_depth convs + residual                             │        │
-      up: transposed conv 2³ stride 2 → C_{depth-1}, norm, PReLU; concat → 2·C_{depth-1} ◄────────┘ ...    │
+      up: transposed conv 2³ stride 2 → C_{depth-1}, norm, PReLU; concat → 2·C_{depth-1} ◄───────┘ ...    │
       dec l: n_l × [conv k³ → norm → PReLU] + residual (of the concatenation), 2·C_l channels             │
       ...  up to level 0 (concat skip 0 → 2·C_0 channels) ◄────────────────────────────────────────────────┘
     final 1³ conv 2·C_0 → out_channels (logits)

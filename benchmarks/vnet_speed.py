@@ -8,7 +8,8 @@ and reports parameters, seconds, patches/s, peak RSS and achieved GFLOP/s (``con
 step counts 3 × the forward FLOPs) against the fp32 matmul peak of the CPU (``--peak-gflops``, 420 here).
 
 Every measurement runs in its own subprocess, so peak RSS is that configuration's own and compiled kernels or
-allocator caches do not leak between rows.  Times are the best of ``--repeats`` runs after one warm-up run.
+allocator caches do not leak between rows.  Times are the best of the timed runs after one warm-up run
+(``--repeats`` at least, more within ``--budget`` seconds).
 Absolute times depend on the machine (and here on a CPU shared with other jobs); compare rows of one run.
 
 Usage::
@@ -94,15 +95,18 @@ def _child(spec: dict) -> dict:
     t0 = time.perf_counter()
     step()  # warm-up: oneDNN primitive creation, allocator, compilation
     out["warmup_s"] = time.perf_counter() - t0
-    times = []
-    for _ in range(spec["repeats"]):
+    times: list[float] = []
+    # At least `repeats` timed runs, more while they fit the time budget: the minimum filters out other jobs.
+    while len(times) < spec["repeats"] or (sum(times) + min(times) < spec["budget"] and len(times) < 5):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    out["runs"] = len(times)
     out["seconds"] = min(times)
     out["gflops"] = flops / 1e9
     out["gflop_per_s"] = flops / 1e9 / out["seconds"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["load_average_1min"] = os.getloadavg()[0]  # contention from other jobs while this row ran
     if spec["kind"] == "train":
         out["patches_per_s"] = spec["batch"] / out["seconds"]
     return out
@@ -148,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up (best is kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up, at least")
+    parser.add_argument("--budget", type=float, default=15.0,
+                        help="more timed runs (up to 5) while they fit this many seconds; the best is kept")
     parser.add_argument("--timeout", type=float, default=600.0, help="per measurement [s]")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--peak-gflops", type=float, default=420.0, help="fp32 matmul peak of the CPU [GFLOP/s]")
@@ -176,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     rows = []
     header = f"{'kind':7} {'net':>5} {'size':>5} {'variant':17} {'params':>10} {'seconds':>8} {'warmup':>7} " \
-             f"{'patch/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'RSS MB':>7}"
+             f"{'patch/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'RSS MB':>7} {'load':>5}"
     print(header)
     print("-" * len(header))
     for spec in specs:
-        spec = {**spec, "threads": args.threads, "repeats": args.repeats}
+        spec = {**spec, "threads": args.threads, "repeats": args.repeats, "budget": args.budget}
         res = _run(spec, args.timeout)
         row = {**spec, **res}
         rows.append(row)
@@ -190,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             pps = f"{res['patches_per_s']:.3f}" if "patches_per_s" in res else ""
             print(f"{spec['kind']:7} {_net(spec):>5} {spec['size']:>5} {spec['variant']:17} {res['parameters']:>10,} "
                   f"{res['seconds']:>8.2f} {res['warmup_s']:>7.1f} {pps:>7} {res['gflop_per_s']:>8.1f} "
-                  f"{100 * res['gflop_per_s'] / args.peak_gflops:>5.1f}% {res['peak_rss_mb']:>7.0f}", flush=True)
+                  f"{100 * res['gflop_per_s'] / args.peak_gflops:>5.1f}% {res['peak_rss_mb']:>7.0f} "
+                  f"{res['load_average_1min']:>5.1f}", flush=True)
 
     summary = {}
     for width, kernel in configs:

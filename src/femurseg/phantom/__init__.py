@@ -1,1 +1,53 @@
-"""The digital hip-QCT phantom: labelled hip CT scans, deterministically from a seed."""
+"""The digital hip-QCT phantom: labelled hip CT scans, deterministically from a seed.
+
+Public names (imported on first use, so ``import femurseg.phantom.anatomy`` stays light):
+
+- :func:`generate` (seed → :class:`PhantomCase`: CT, femur labels, tissue classes, facts), :class:`PhantomOptions`
+- :func:`write_cohort` (a labelled cohort folder), :func:`case_seed`, :func:`cohort_sexes`
+- :func:`sample_path` (the bundled sample scan and its labels)
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["generate", "PhantomOptions", "PhantomCase", "write_cohort", "case_seed", "cohort_sexes", "sample_path"]
+
+_LAZY = {
+    "generate": "femurseg.phantom.generate",
+    "PhantomOptions": "femurseg.phantom.generate",
+    "PhantomCase": "femurseg.phantom.generate",
+    "write_cohort": "femurseg.phantom.cohort",
+    "case_seed": "femurseg.phantom.cohort",
+    "cohort_sexes": "femurseg.phantom.cohort",
+}
+
+_SAMPLE_FILES = {"ct": "sample_ct.nii.gz", "labels": "sample_labels.nii.gz", "facts": "sample_facts.json"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'femurseg.phantom' has no attribute {name!r}")
+
+
+def sample_path(kind: str = "ct") -> Path:
+    """Path of the bundled sample hip QCT (a phantom case): ``"ct"``, ``"labels"`` or ``"facts"``.
+
+    Returns
+    -------
+    Path
+        ``sample_ct.nii.gz`` (int16 HU), ``sample_labels.nii.gz`` (uint8: 1 right, 2 left femur) or
+        ``sample_facts.json`` inside the installed package.
+    """
+    from femurseg.errors import InputError
+
+    if kind not in _SAMPLE_FILES:
+        raise InputError(f"sample kind must be one of {', '.join(_SAMPLE_FILES)}, not {kind!r}")
+    path = Path(str(resources.files("femurseg") / "resources" / "sample" / _SAMPLE_FILES[kind]))
+    if not path.is_file():
+        raise InputError(f"the bundled sample {path.name} is missing from this installation; reinstall femurseg")
+    return path

@@ -1,0 +1,695 @@
+"""The phantom's subject and everything around the bones: soft tissue, the scanner table, the calibration phantom.
+
+A :class:`Subject` holds who is scanned (sex, age, build, bone density).  :func:`sample_body` turns a subject
+and the posed skeleton's landmarks into a :class:`BodyModel`, the geometry of the soft tissue: a body outline
+that wraps the bones slice by slice (so it fits any anatomy the skeleton poses), a subcutaneous fat layer of
+varying thickness, muscle compartments around each hip separated by intermuscular fat planes, the pelvic
+cavity with bladder, rectum (sometimes with gas) and pelvic fat, the femoral vessels anteromedial to each hip,
+the hip joints' cartilage, and under the patient the calibration phantom (resin block with five rods) and the
+curved carbon-fibre table.  :func:`render_soft_tissue` rasterises it into HU and tissue classes.
+
+Values (unenhanced CT at 120 kVp): fat −120..−80 HU, muscle +35..+60 HU (lower with age and adiposity as fat
+infiltrates it: Goodpaster et al. 2000, J Appl Physiol 89:104), urine 0..15 HU, blood +35..+50 HU, skin
++20..+50 HU, articular cartilage +70..+100 HU.  Trabecular vBMD of the proximal femur falls with age, faster in
+women after the menopause (Riggs et al. 2004, J Bone Miner Res 19:1945; Lang et al. 2004, J Bone Miner Res
+19:1006), from about 200–250 mg/cm³ K2HPO4 in young adults to below 80 mg/cm³ in osteoporosis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from femurseg.conventions import TISSUES
+from femurseg.errors import InputError
+from femurseg.geometry import Grid
+from femurseg.phantom.ct import BoneDensity, Calibration, ROD_NAMES
+from femurseg.phantom.fields import HipLandmarks
+
+__all__ = ["Subject", "sample_subject", "BodyModel", "sample_body", "render_soft_tissue", "body_extent"]
+
+SEXES: tuple[str, ...] = ("F", "M")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is scanned.
+
+    Attributes
+    ----------
+    sex : str
+        ``"F"`` or ``"M"``.
+    age : float
+        Age [years], 20–90.
+    fat_mm : float
+        Mean subcutaneous fat thickness around the hips [mm].
+    muscularity : float
+        Relative muscle bulk (1: average).
+    trabecular_vbmd : float
+        Mean trabecular vBMD of the proximal femur [mg/cm³ K2HPO4].
+    cortical_density : float
+        Cortical bone density [mg/cm³ K2HPO4 equivalent].
+    marrow_hu, muscle_hu, fat_hu, skin_hu : float
+        CT values of the shaft's fatty marrow, muscle, fat and skin [HU].
+    """
+
+    sex: str
+    age: float
+    fat_mm: float
+    muscularity: float
+    trabecular_vbmd: float
+    cortical_density: float
+    marrow_hu: float
+    muscle_hu: float
+    fat_hu: float
+    skin_hu: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able facts."""
+        return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in asdict(self).items()}
+
+    def bone_density(self, rng: np.random.Generator) -> BoneDensity:
+        """The subject's bone material, with the texture's parameters drawn from ``rng``."""
+        return BoneDensity(
+            trabecular_vbmd=self.trabecular_vbmd,
+            cortical_density=self.cortical_density,
+            marrow_hu=self.marrow_hu,
+            texture_amplitude=float(rng.uniform(0.25, 0.45)),
+            texture_scales_mm=(float(rng.uniform(0.3, 0.45)), float(rng.uniform(1.2, 2.0))),
+            pelvis_ratio=float(rng.uniform(0.65, 0.85)),
+            sacrum_ratio=float(rng.uniform(0.55, 0.75)),
+        )
+
+
+def sample_subject(rng: np.random.Generator, *, sex: str | None = None, age: float | None = None) -> Subject:
+    """Draw an adult subject.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness (always the same number of draws, so overriding ``sex`` or ``age`` does not shift
+        the rest).
+    sex : {"F", "M"}, optional
+        Fixed sex; random (1:1) by default.
+    age : float, optional
+        Fixed age [years], 20–90; uniform by default.
+
+    Returns
+    -------
+    Subject
+    """
+    u = rng.uniform(size=4)
+    g = rng.standard_normal(size=8)
+    if sex is None:
+        sex = "F" if u[0] < 0.5 else "M"
+    if sex not in SEXES:
+        raise InputError(f"sex must be 'F' or 'M', not {sex!r}")
+    if age is None:
+        age = 20.0 + 70.0 * u[1]
+    if not 18.0 <= float(age) <= 100.0:
+        raise InputError(f"age {age} is outside the adult range 18–100 years")
+    age = float(age)
+    female = sex == "F"
+    # Subcutaneous fat: log-normal, thicker in women around the hips, a little thicker in middle age.
+    fat = math.exp(math.log(17.0 if not female else 24.0) + 0.5 * g[0]) * (1.0 + 0.004 * (min(age, 65.0) - 40.0))
+    fat = float(np.clip(fat, 5.0, 60.0))
+    muscularity = float(np.clip((1.08 if not female else 0.92) - 0.003 * max(age - 40.0, 0.0) + 0.08 * g[1], 0.7, 1.3))
+    # Trabecular vBMD: peak in the late twenties, then losses; women lose faster after the menopause (~50).
+    peak = 215.0 if female else 210.0
+    loss = 0.8 * max(age - 28.0, 0.0) + (1.6 * max(age - 50.0, 0.0) if female else 0.35 * max(age - 50.0, 0.0))
+    vbmd = float(np.clip(peak - loss + 28.0 * g[2], 45.0, 260.0))
+    cort = float(np.clip(1160.0 - 1.3 * max(age - 40.0, 0.0) + 40.0 * g[3], 980.0, 1250.0))
+    marrow = float(np.clip(-10.0 - 0.45 * (age - 20.0) + 10.0 * g[4], -50.0, 20.0))
+    muscle = float(np.clip(56.0 - 0.15 * (age - 20.0) - 0.12 * (fat - 20.0) + 3.0 * g[5], 35.0, 60.0))
+    fat_hu = float(np.clip(-102.0 + 7.0 * g[6], -120.0, -80.0))
+    skin = float(20.0 + 30.0 * u[2])
+    return Subject(sex=sex, age=age, fat_mm=fat, muscularity=muscularity, trabecular_vbmd=vbmd,
+                   cortical_density=cort, marrow_hu=marrow, muscle_hu=muscle, fat_hu=fat_hu, skin_hu=skin)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Internal tissue codes: finer than TISSUES where HU differ within one class (table skin vs foam, each rod).
+
+_AIR, _FAT, _MUSCLE, _SKIN = 0, 1, 2, 3
+_TABLE_SKIN, _TABLE_FOAM, _PAD = 10, 30, 31
+_BLOCK, _BLADDER, _GAS, _VESSEL = 11, 13, 14, 15
+_ORGAN, _CARTILAGE, _INNER_FAT = 32, 33, 34
+_RODS = (20, 21, 22, 23, 24)
+
+_CLASS_OF = np.zeros(256, np.uint8)
+for _code, _cls in {
+    _AIR: "air", _FAT: "fat", _MUSCLE: "muscle", _SKIN: "skin", _TABLE_SKIN: "table", _TABLE_FOAM: "table",
+    _PAD: "table", _BLOCK: "calibration_phantom", _BLADDER: "bladder", _GAS: "bowel_gas", _VESSEL: "vessel",
+    _ORGAN: "muscle", _CARTILAGE: "muscle", _INNER_FAT: "fat",
+    **{r: "calibration_rod" for r in _RODS},
+}.items():
+    _CLASS_OF[_code] = TISSUES[_cls]
+
+
+@dataclass(frozen=True)
+class BodyModel:
+    """Geometry and CT values of everything but the bones, for one subject.
+
+    Distances in mm, world LPS; angles in degrees.  Built by :func:`sample_body`; facts via :meth:`to_dict`.
+    """
+
+    midline_x: float
+    hip_y: float
+    hip_z: float
+    head_xy: dict[str, tuple[float, float]]
+    head_z: dict[str, float]
+    head_radius: dict[str, float]
+    joint_space: dict[str, float]
+    roof_z: float
+    lesser_trochanter_z: float
+    shaft_point: dict[str, tuple[float, float, float]]
+    shaft_dir: dict[str, tuple[float, float, float]]
+    margin_lat: float
+    margin_ant: float
+    margin_post: float
+    exponent: float
+    fat_mm: float
+    fat_harmonics: tuple[float, ...]
+    perineum_z: float
+    thigh_margin: float
+    cleft_depth: float
+    compress_mm: float
+    septa_deg: tuple[float, ...]
+    septa_slope: tuple[float, ...]
+    septum_width: float
+    septum_wiggle: tuple[float, float, float]
+    glut_septum_mm: float
+    cavity: tuple[float, float, float, float]  # centre x, centre y, half-width, half-depth
+    bladder: tuple[float, float, float, float, float, float]  # centre xyz, half-axes xyz
+    rectum: tuple[float, float, float]  # centre x, y, radius
+    gas: tuple[tuple[float, float, float, float], ...]  # centre xyz, radius
+    vessels: tuple[tuple[str, float, float, float], ...]  # side, medial and anterior offset from the head, radius
+    hu: dict[str, float]
+    calibration_phantom: bool
+    block: tuple[float, float, float, float]  # centre-x offset, width, height, gap
+    rod_radius: float
+    rod_pitch: float
+    table: tuple[float, float, float, float, float]  # half-width, radius of curvature, skin, core, pad
+    rod_hu: tuple[float, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able facts about the body and the objects under it."""
+        return {
+            "fat_mm": self.fat_mm, "bladder_present": self.bladder[3] > 0, "bowel_gas_pockets": len(self.gas),
+            "calibration_phantom": self.calibration_phantom, "compress_mm": self.compress_mm,
+            **{f"hu_{k}": float(v) for k, v in self.hu.items()},
+        }
+
+
+def sample_body(
+    rng: np.random.Generator,
+    *,
+    subject: Subject,
+    landmarks: HipLandmarks,
+    calibration: Calibration,
+    calibration_phantom: bool,
+) -> BodyModel:
+    """Draw the soft tissue, table and calibration phantom around a posed skeleton.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    subject : Subject
+        Build (fat, muscularity) and CT values.
+    landmarks : HipLandmarks
+        The skeleton's landmarks [mm, LPS].
+    calibration : Calibration
+        The scanner calibration (gives the rods' HU).
+    calibration_phantom : bool
+        Whether the calibration phantom lies under the patient.
+
+    Returns
+    -------
+    BodyModel
+    """
+    hr = np.asarray(landmarks.head_center_xyz["right"], float)
+    hl = np.asarray(landmarks.head_center_xyz["left"], float)
+    mid = 0.5 * (hr + hl)
+    radius = {s: float(landmarks.head_radius_mm[s]) for s in ("right", "left")}
+    lt_z = float(min(landmarks.lesser_trochanter_z.values()))
+    mus = subject.muscularity
+    female = subject.sex == "F"
+    inter = float(np.linalg.norm(hl[:2] - hr[:2]))
+    rmean = 0.5 * (radius["right"] + radius["left"])
+
+    septa = []
+    base = (-20.0, -55.0, -90.0, -128.0, -165.0, 125.0, 60.0, 25.0)
+    for b in base:
+        septa.append(b + rng.uniform(-10.0, 10.0))
+    slopes = tuple(float(v) for v in rng.uniform(-0.35, 0.35, size=len(septa)))
+
+    cav_hw = max(inter / 2.0 - rmean - 22.0, 25.0)
+    cav = (float(mid[0]), float(mid[1] + rng.uniform(0.0, 15.0)), cav_hw, float(rng.uniform(45.0, 60.0)))
+    fill = rng.uniform()
+    if fill < 0.1:
+        bladder = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # empty
+    else:
+        bx = 15.0 + 30.0 * fill
+        by = 12.0 + 25.0 * fill
+        bz = 15.0 + 30.0 * fill
+        bladder = (float(mid[0] + rng.normal(0.0, 5.0)), float(cav[1] - 0.35 * cav[3]),
+                   float(mid[2] - rng.uniform(5.0, 15.0) + bz), min(bx, cav_hw), by, bz)
+    rect = (float(mid[0] + rng.normal(0.0, 4.0)), float(cav[1] + 0.6 * cav[3]), float(rng.uniform(11.0, 18.0)))
+    gas = []
+    if rng.uniform() < 0.5:
+        for _ in range(int(rng.integers(1, 4))):
+            gas.append((float(rect[0] + rng.normal(0.0, 8.0)), float(rect[1] + rng.normal(0.0, 6.0)),
+                        float(mid[2] + rng.uniform(0.0, 50.0)), float(rng.uniform(4.0, 13.0))))
+    vessels = []
+    for side in ("right", "left"):
+        art_dx = float(rng.uniform(3.0, 14.0))
+        art_dy = float(radius[side] + rng.uniform(12.0, 24.0))
+        vessels.append((side, art_dx, art_dy, float(rng.uniform(3.5, 5.0))))
+        vessels.append((side, art_dx + float(rng.uniform(9.0, 13.0)), art_dy - float(rng.uniform(0.0, 4.0)),
+                        float(rng.uniform(5.0, 7.5))))
+    hu = {
+        "fat": subject.fat_hu, "inner_fat": subject.fat_hu + float(rng.uniform(-5.0, 10.0)),
+        "muscle": subject.muscle_hu, "skin": subject.skin_hu, "bladder": float(rng.uniform(0.0, 15.0)),
+        "organ": float(rng.uniform(30.0, 45.0)), "cartilage": float(rng.uniform(70.0, 100.0)),
+        "gas": float(rng.uniform(-1000.0, -900.0)), "table_skin": float(rng.uniform(150.0, 450.0)),
+        "table_foam": float(rng.uniform(-960.0, -880.0)), "pad": float(rng.uniform(-920.0, -780.0)),
+        "block": float(rng.uniform(-15.0, 30.0)), "air": -1000.0, "vessel": float(rng.uniform(36.0, 50.0)),
+    }
+    fat = subject.fat_mm
+    return BodyModel(
+        midline_x=float(mid[0]), hip_y=float(mid[1]), hip_z=float(mid[2]),
+        head_xy={"right": (float(hr[0]), float(hr[1])), "left": (float(hl[0]), float(hl[1]))},
+        head_z={"right": float(hr[2]), "left": float(hl[2])},
+        head_radius=radius,
+        joint_space={s: float(landmarks.joint_space_mm[s]) for s in ("right", "left")},
+        roof_z=float(landmarks.acetabulum_roof_z),
+        lesser_trochanter_z=lt_z,
+        shaft_point={s: tuple(float(v) for v in landmarks.shaft_point_xyz[s]) for s in ("right", "left")},
+        shaft_dir={s: tuple(float(v) for v in landmarks.shaft_direction_xyz[s]) for s in ("right", "left")},
+        margin_lat=float(rng.uniform(12.0, 26.0) * mus),
+        margin_ant=float(rng.uniform(22.0, 40.0) * mus),
+        margin_post=float(rng.uniform(30.0, 55.0) * mus),
+        exponent=float(rng.uniform(2.1, 2.8)),
+        fat_mm=fat,
+        # Fat distribution by angle around the body (cos/sin of θ, 2θ): gynoid (buttocks, hips) in women,
+        # android (anterior abdomen) in men.
+        fat_harmonics=(
+            float((0.25 if female else -0.1) + rng.normal(0.0, 0.08)),  # posterior (+) vs anterior (−)
+            float(rng.normal(0.0, 0.05)),
+            float((0.15 if female else -0.05) + rng.normal(0.0, 0.08)),  # lateral (+) vs AP (−)
+        ),
+        perineum_z=float(lt_z + rng.uniform(-5.0, 20.0)),
+        thigh_margin=float(rng.uniform(38.0, 55.0) * mus),
+        cleft_depth=float(rng.uniform(15.0, 45.0) + 0.4 * fat),
+        compress_mm=float(rng.uniform(3.0, 8.0) + 0.15 * fat),
+        septa_deg=tuple(float(s) for s in septa),
+        septa_slope=slopes,
+        septum_width=float(rng.uniform(1.0, 2.5) + 0.02 * fat),
+        septum_wiggle=(float(rng.uniform(0.05, 0.2)), float(rng.uniform(15.0, 35.0)), float(rng.uniform(0, 2 * math.pi))),
+        glut_septum_mm=float(rng.uniform(22.0, 38.0) * mus),
+        cavity=cav,
+        bladder=bladder,
+        rectum=rect,
+        gas=tuple(gas),
+        vessels=tuple(vessels),
+        hu=hu,
+        calibration_phantom=bool(calibration_phantom),
+        block=(float(rng.normal(0.0, 10.0)), float(rng.uniform(300.0, 340.0)), float(rng.uniform(38.0, 48.0)),
+               float(rng.uniform(0.0, 3.0))),
+        rod_radius=float(rng.uniform(7.0, 9.0)),
+        rod_pitch=float(rng.uniform(50.0, 58.0)),
+        table=(float(rng.uniform(200.0, 240.0)), float(rng.uniform(700.0, 1400.0)), float(rng.uniform(1.5, 2.5)),
+               float(rng.uniform(30.0, 50.0)), float(rng.uniform(15.0, 40.0))),
+        rod_hu=tuple(float(v) for v in calibration.rod_hu()),
+    )
+
+
+def body_extent(landmarks: HipLandmarks, subject: Subject) -> tuple[np.ndarray, np.ndarray]:
+    """Rough in-plane extent of the patient with table, (x, y) min and max [mm], to place the field of view."""
+    hr = np.asarray(landmarks.head_center_xyz["right"], float)
+    hl = np.asarray(landmarks.head_center_xyz["left"], float)
+    r = max(landmarks.head_radius_mm.values())
+    pad = subject.fat_mm * 1.3 + 25.0 * subject.muscularity
+    lo = np.array([min(hr[0], hl[0]) - 3.0 * r - pad, min(hr[1], hl[1]) - 1.6 * r - pad - 20.0])
+    hi = np.array([max(hr[0], hl[0]) + 3.0 * r + pad, max(hr[1], hl[1]) + 4.0 * r + pad + 30.0])
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rasterisation
+
+
+def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth minimum of two signed distances (a fillet of size ``k`` [mm])."""
+    hh = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
+    return b + (a - b) * hh - k * hh * (1.0 - hh)
+
+
+def _superellipse_radius(theta: np.ndarray, cx: float, cy: float, ox: float, oy: float, a: float, b_ant: float,
+                         b_post: float, n: float) -> np.ndarray:
+    """Distance from (ox, oy) to the boundary of a superellipse centred at (cx, cy), along directions ``theta``.
+
+    The superellipse has half-width ``a`` and half-depths ``b_ant`` (y < cy) and ``b_post`` (y > cy); it contains
+    (ox, oy).  Found by bisection, vectorised over the directions.
+    """
+    c, s = np.cos(theta), np.sin(theta)
+    lo = np.zeros_like(theta)
+    hi = np.full_like(theta, 2.5 * max(a, b_ant, b_post) + math.hypot(ox - cx, oy - cy))
+    for _ in range(30):
+        r = 0.5 * (lo + hi)
+        x = (ox + r * c - cx) / a
+        yy = oy + r * s - cy
+        y = np.where(yy < 0, yy / b_ant, yy / b_post)
+        inside = np.abs(x) ** n + np.abs(y) ** n < 1.0
+        lo = np.where(inside, r, lo)
+        hi = np.where(inside, hi, r)
+    return 0.5 * (lo + hi)
+
+
+class _Polar:
+    """Angles (as bins) and radii of an in-plane grid around a fixed centre."""
+
+    bins = 1440
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, cx: float, cy: float, *, lateral_sign: float = 1.0,
+                 wiggle: tuple[float, float, float] | None = None):
+        dx = (x - cx) * lateral_sign
+        dy = y - cy
+        self.r = np.hypot(dx, dy).astype(np.float32)
+        theta = np.arctan2(dy, dx)
+        if wiggle is not None:
+            amp, wl, ph = wiggle
+            theta = theta + amp * np.sin(self.r / wl + ph)
+        self.idx = (np.floor((theta + math.pi) / (2 * math.pi) * self.bins).astype(np.int32)) % self.bins
+        self.theta_bins = (np.arange(self.bins) + 0.5) / self.bins * 2 * math.pi - math.pi
+        self.cx, self.cy, self.sign = cx, cy, lateral_sign
+
+
+def _fat_factor(theta: np.ndarray, harmonics: tuple[float, ...]) -> np.ndarray:
+    """Relative subcutaneous fat thickness by direction (θ from +x; +y posterior)."""
+    post, side, lat = harmonics
+    return np.clip(1.0 + post * np.sin(theta) + side * np.cos(theta) + lat * np.cos(2 * theta), 0.3, 2.0)
+
+
+def _extents(occ: np.ndarray, x: np.ndarray, y: np.ndarray, midline: float, zs: np.ndarray, smooth_mm: float
+             ) -> dict[str, np.ndarray]:
+    """Per slice and side, the in-plane box of the bones (x0, x1, y0, y1) [mm], smoothed and filled along z."""
+    nz = occ.shape[0]
+    out = {}
+    for side, sel in (("right", x < midline), ("left", x >= midline)):
+        ext = np.full((nz, 4), np.nan)
+        sub = occ[:, :, sel] > 0.3
+        xs = x[sel]
+        for k in range(nz):
+            sk = sub[k]
+            cols = np.flatnonzero(sk.any(axis=0))
+            if cols.size == 0:
+                continue
+            rows = np.flatnonzero(sk.any(axis=1))
+            ext[k] = (xs[cols[0]], xs[cols[-1]], y[rows[0]], y[rows[-1]])
+        good = ~np.isnan(ext[:, 0])
+        if not good.any():
+            out[side] = ext
+            continue
+        for j in range(4):
+            ext[:, j] = np.interp(np.arange(nz), np.flatnonzero(good), ext[good, j])
+        # A running envelope over ±smooth_mm along z, so the outline changes smoothly (soft tissue drapes).
+        if nz > 1:
+            w = max(1, int(round(smooth_mm / max(abs(zs[1] - zs[0]), 1e-6))))
+            lo = np.array([ext[max(0, k - w): k + w + 1, [0, 2]].min(axis=0) for k in range(nz)])
+            hi = np.array([ext[max(0, k - w): k + w + 1, [1, 3]].max(axis=0) for k in range(nz)])
+            ext = np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], axis=1)
+        out[side] = ext
+    return out
+
+
+def render_soft_tissue(
+    body: BodyModel,
+    grid: Grid,
+    *,
+    bone_occupancy: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise the soft tissue, table and calibration phantom on ``grid``.
+
+    Parameters
+    ----------
+    body : BodyModel
+        The geometry.
+    grid : Grid
+        Output grid (identity direction).
+    bone_occupancy : (Z, Y, X) ndarray of float32
+        Bone volume fraction; the body outline wraps the bones it finds in each slice.
+
+    Returns
+    -------
+    hu : (Z, Y, X) ndarray of float32
+        Soft-tissue CT values [HU] (what lies under the bones too).
+    tissues : (Z, Y, X) ndarray of uint8
+        Tissue classes of :data:`femurseg.conventions.TISSUES`.
+    """
+    nz, ny, nx = grid.shape_zyx
+    dz, dy, dx = grid.spacing_zyx
+    ox, oy, oz = grid.origin_xyz
+    xs = (ox + dx * np.arange(nx)).astype(np.float64)
+    ys = (oy + dy * np.arange(ny)).astype(np.float64)
+    zs = oz + dz * np.arange(nz)
+    X = xs[None, :].astype(np.float32)
+    Y = ys[:, None].astype(np.float32)
+    h = max(dx, dy)
+
+    lut = np.zeros(256, np.float32)
+    hu = body.hu
+    for code, key in ((_AIR, "air"), (_FAT, "fat"), (_MUSCLE, "muscle"), (_SKIN, "skin"), (_TABLE_SKIN, "table_skin"),
+                      (_TABLE_FOAM, "table_foam"), (_PAD, "pad"), (_BLOCK, "block"), (_BLADDER, "bladder"),
+                      (_GAS, "gas"), (_VESSEL, "vessel"), (_ORGAN, "organ"), (_CARTILAGE, "cartilage"), (_INNER_FAT, "inner_fat")):
+        lut[code] = hu[key]
+    for code, v in zip(_RODS, body.rod_hu):
+        lut[code] = v
+
+    ext = _extents(bone_occupancy, xs, ys, body.midline_x, zs, smooth_mm=12.0)
+    both = np.where(np.isnan(ext["right"]), ext["left"], ext["right"])
+    both_l = np.where(np.isnan(ext["left"]), ext["right"], ext["left"])
+    if np.isnan(both).any():
+        # No bone in the field of view (a tiny test grid far from the hips): wrap the landmarks instead.
+        r = max(body.head_radius.values())
+        fallback = np.array([body.head_xy["right"][0] - 2.5 * r, body.head_xy["left"][0] + 2.5 * r,
+                             body.hip_y - 1.5 * r, body.hip_y + 3.0 * r])
+        both = np.where(np.isnan(both), fallback[[0, 1, 2, 3]], both)
+        both_l = np.where(np.isnan(both_l), fallback, both_l)
+    bx0 = np.minimum(both[:, 0], both_l[:, 0])
+    bx1 = np.maximum(both[:, 1], both_l[:, 1])
+    by0 = np.minimum(both[:, 2], both_l[:, 2])
+    by1 = np.maximum(both[:, 3], both_l[:, 3])
+
+    # Trunk: a superellipse per slice around the bones plus muscle margins, seen from one fixed centre.
+    cx = body.midline_x
+    half_w = np.maximum(cx - bx0, bx1 - cx) + body.margin_lat
+    y_ant = by0 - body.margin_ant
+    # Lying supine, the buttocks rest on the support at every level: the posterior contour is nearly straight
+    # along z, at least a thin muscle layer behind the bones.
+    y_post = np.maximum(by1 + 15.0, float(np.max(by1 + body.margin_post)) - 6.0)
+    cy = 0.5 * (np.median(y_ant) + np.median(y_post))
+    trunk = _Polar(X, Y, cx, cy)
+    fatf = _fat_factor(trunk.theta_bins, body.fat_harmonics) * body.fat_mm
+    # The patient rests on the phantom (or pad): the back flattens against it.
+    y_rest = float(np.max(y_post + body.fat_mm * (1.0 + body.fat_harmonics[0]))) - body.compress_mm
+
+    # Thighs (below the perineum): superellipses around each femoral shaft.
+    thighs = {}
+    for side in ("right", "left"):
+        sp = np.asarray(body.shaft_point[side])
+        sd = np.asarray(body.shaft_dir[side])
+        sd = sd / np.linalg.norm(sd)
+        zc = body.lesser_trochanter_z
+        t = (zc - sp[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
+        c = sp + t * sd
+        lat = -1.0 if side == "right" else 1.0
+        # The femur lies anterolateral in the thigh: the thigh's centre is medial and posterior to it.
+        tcx = float(c[0] - lat * 12.0)
+        tcy = float(c[1] + 8.0)
+        thighs[side] = (_Polar(X, Y, tcx, tcy), tcx, tcy, c, sd)
+
+    hips = {}
+    for side in ("right", "left"):
+        hx, hy = body.head_xy[side]
+        lat = -1.0 if side == "right" else 1.0
+        hips[side] = _Polar(X, Y, hx, hy, lateral_sign=lat, wiggle=body.septum_wiggle)
+    right_half = X < cx
+
+    # Objects under the patient: z-invariant, drawn once.
+    under_code, under_frac = _under_patient(body, X, Y, y_rest, h)
+
+    cav_x, cav_y, cav_a, cav_b = body.cavity
+    cav_q = ((X - cav_x) / cav_a) ** 2 + ((Y - cav_y) / cav_b) ** 2
+
+    out_hu = np.empty(grid.shape_zyx, np.float32)
+    out_cls = np.empty(grid.shape_zyx, np.uint8)
+    theta_b = trunk.theta_bins
+    skin_mm = 1.8
+    for k in range(nz):
+        z = float(zs[k])
+        r_lean = _superellipse_radius(theta_b, cx, 0.5 * (y_ant[k] + y_post[k]), cx, cy, half_w[k],
+                                      0.5 * (y_post[k] - y_ant[k]), 0.5 * (y_post[k] - y_ant[k]), body.exponent)
+        lean = trunk.r - r_lean[trunk.idx]
+        outer = lean - fatf[trunk.idx]
+        below = body.perineum_z - z
+        if below > -25.0:
+            # Trunk tapers into the perineum; thighs take over.
+            shrink = np.float32(min(max(below + 25.0, 0.0) * 0.9, 400.0))
+            lean = lean + shrink
+            outer = outer + shrink
+            for side in ("right", "left"):
+                pol, tcx, tcy, c, sd = thighs[side]
+                tt = (z - c[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
+                sx = float(c[0] + tt * sd[0] - tcx)
+                syy = float(c[1] + tt * sd[1] - tcy)
+                ex = ext[side][k] if not np.isnan(ext[side][k]).any() else None
+                a = body.thigh_margin + (0.5 * (ex[1] - ex[0]) if ex is not None else 18.0)
+                b = body.thigh_margin + (0.5 * (ex[3] - ex[2]) if ex is not None else 18.0)
+                b_post = max(b * 1.1, y_rest - body.fat_mm - (tcy + syy))
+                r_th = _superellipse_radius(theta_b, tcx + sx, tcy + syy, tcx, tcy, a, b, b_post, 2.2)
+                tl = pol.r - r_th[pol.idx]
+                to = tl - fatf[pol.idx]
+                lean = _smin(lean, tl, 12.0)
+                outer = _smin(outer, to, 15.0)
+        # Gluteal cleft: a posterior midline notch in the lower slices.
+        if z < body.hip_z + 25.0:
+            depth = body.cleft_depth * min(1.0, (body.hip_z + 25.0 - z) / 30.0)
+            y_back = float(np.max(y_post)) + body.fat_mm
+            notch = (np.abs(X - cx) - 1.0 - 0.35 * np.maximum(Y - (y_back - depth), 0.0))
+            notch = np.where(Y > y_back - depth, notch, np.float32(1e3))
+            outer = np.maximum(outer, -notch)
+        outer = np.maximum(outer, Y - y_rest)
+        lean = np.maximum(lean, Y - (y_rest - 4.0))
+
+        code = np.where(lean < 0, np.uint8(_MUSCLE), np.uint8(_FAT))
+        code[outer > -skin_mm] = _SKIN
+
+        # Intermuscular fat planes around each hip: radial septa and the gluteal fascia.
+        w = body.septum_width
+        for side in ("right", "left"):
+            pol = hips[side]
+            hz = body.head_z[side]
+            ang = np.deg2rad(np.asarray(body.septa_deg) + np.asarray(body.septa_slope) * (z - hz))
+            dth = np.abs((theta_b[:, None] - ang[None, :] + math.pi) % (2 * math.pi) - math.pi).min(axis=1)
+            rcrit = (0.5 * w / np.maximum(dth, 1e-4)).astype(np.float32)
+            rmin = body.head_radius[side] + 6.0
+            sel = right_half if side == "right" else ~right_half
+            sept = (pol.r < rcrit[pol.idx]) & (pol.r > rmin) & sel & (lean < -2.0)
+            # Gluteus maximus over medius/minimus: a fascial plane parallel to the skin, posterolaterally.
+            th = theta_b[pol.idx]
+            glut = (np.abs(lean + body.glut_septum_mm) < 0.5 * w) & (th > 0.1) & (th < 2.3) & sel & (z > body.perineum_z)
+            code[sept | glut] = _FAT
+
+        # Pelvic cavity (true pelvis), above the perineum.
+        if z > body.perineum_z:
+            taper = min(1.0, (z - body.perineum_z) / 20.0)
+            inside = (cav_q < taper) & (lean < -3.0)
+            code[inside] = _INNER_FAT
+            rx, ry, rr = body.rectum
+            rq = (X - rx) ** 2 + (Y - ry) ** 2
+            code[(rq < rr * rr) & inside] = _ORGAN
+            bxc, byc, bzc, bax, bay, baz = body.bladder
+            if bax > 0:
+                qz = ((z - bzc) / baz) ** 2
+                if qz < 1:
+                    s = math.sqrt(1 - qz)
+                    bq = ((X - bxc) / (bax * s)) ** 2 + ((Y - byc) / (bay * s)) ** 2
+                    code[(bq < 1) & (lean < -3.0)] = _BLADDER
+            elif z < body.hip_z:
+                # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
+                pq = ((X - rx) / 16.0) ** 2 + ((Y - (ry - rr - 14.0)) / 13.0) ** 2
+                code[(pq < 1) & inside] = _ORGAN
+            for gx, gy, gz, gr in body.gas:
+                dzg = z - gz
+                if abs(dzg) < gr:
+                    rg = math.sqrt(gr * gr - dzg * dzg)
+                    code[((X - gx) ** 2 + (Y - gy) ** 2 < rg * rg) & (lean < -3.0)] = _GAS
+
+        # Femoral vessels, anteromedial to each hip, running up medially and posteriorly into the pelvis.
+        for side, dmed, dant, vr in body.vessels:
+            hx, hy = body.head_xy[side]
+            med = 1.0 if side == "right" else -1.0
+            dzv = z - body.head_z[side]
+            up = max(dzv, 0.0)
+            vx = hx + med * (dmed + 0.25 * up) - med * 0.05 * min(dzv, 0.0)
+            vy = hy - dant + 0.3 * up
+            d2 = (X - vx) ** 2 + (Y - vy) ** 2
+            inner = (d2 < vr * vr) & (lean < -1.0)
+            sheath = (d2 < (vr + 1.5) ** 2) & (lean < -1.0) & ~inner & (code == _MUSCLE)
+            code[sheath] = _FAT
+            code[inner] = _VESSEL
+
+        # Hip joints: cartilage and capsule fill the joint space around each head.
+        for side in ("right", "left"):
+            hx, hy = body.head_xy[side]
+            dzh = z - body.head_z[side]
+            r0 = body.head_radius[side] - 1.0
+            r1 = body.head_radius[side] + body.joint_space[side] + 1.0
+            if abs(dzh) < r1:
+                d2 = (X - hx) ** 2 + (Y - hy) ** 2 + dzh * dzh
+                code[(d2 < r1 * r1) & (d2 > r0 * r0)] = _CARTILAGE
+
+        # Partial volume at the skin: the body fraction of each voxel.
+        fb = np.clip(0.5 - outer / h, 0.0, 1.0)
+        tissue_hu = lut[code]
+        bg_hu = lut[under_code] * under_frac + lut[_AIR] * (1.0 - under_frac)
+        out_hu[k] = fb * tissue_hu + (1.0 - fb) * bg_hu
+        cls = np.where(fb >= 0.5, code, np.where(under_frac >= 0.5, under_code, np.uint8(_AIR)))
+        out_cls[k] = _CLASS_OF[cls]
+    return out_hu, out_cls
+
+
+def _under_patient(body: BodyModel, X: np.ndarray, Y: np.ndarray, y_rest: float, h: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration phantom, pad and table: internal codes and their partial-volume fraction, (Y, X)."""
+    shape = np.broadcast_shapes(X.shape, Y.shape)
+    code = np.zeros(shape, np.uint8)
+    frac = np.zeros(shape, np.float32)
+    cx = body.midline_x
+
+    def put(sdf: np.ndarray, c: int) -> None:
+        f = np.clip(0.5 - sdf / h, 0.0, 1.0)
+        code[f > frac] = c
+        np.maximum(frac, f, out=frac)
+
+    def box(x0: float, x1: float, y0: float, y1: float, rc: float = 0.0) -> np.ndarray:
+        qx = np.abs(X - 0.5 * (x0 + x1)) - (0.5 * (x1 - x0) - rc)
+        qy = np.abs(Y - 0.5 * (y0 + y1)) - (0.5 * (y1 - y0) - rc)
+        return (np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - rc).astype(np.float32)
+
+    half_t, rcurv, skin, core, pad = body.table
+    if body.calibration_phantom:
+        bxo, bw, bh, gap = body.block
+        top = y_rest + gap
+        bcx = cx + bxo
+        put(box(bcx - bw / 2, bcx + bw / 2, top, top + bh, rc=6.0), _BLOCK)
+        for i, c in enumerate(_RODS):
+            rx = bcx + (i - 2) * body.rod_pitch
+            ry = top + 0.5 * bh
+            # Rods sit inside the block; a voxel is rod when its centre is (the PSF smooths the edge).
+            code[np.hypot(X - rx, Y - ry) < body.rod_radius] = c
+        bottom = top + bh
+        sag = (bw / 2) ** 2 / (2 * rcurv)
+        table_top = bottom + 1.0 + sag
+    else:
+        put(box(cx - half_t + 10, cx + half_t - 10, y_rest, y_rest + pad, rc=8.0), _PAD)
+        table_top = y_rest + pad + 1.0
+    # Curved carbon-fibre shell with a foam core: the top surface rises towards the sides.
+    xr = X - cx
+    rise = xr * xr / (2 * rcurv)
+    depth = Y - (table_top - rise)  # 0 at the top surface, positive into the table
+    edge = (np.abs(xr) - half_t).astype(np.float32)
+    t_sdf_outer = np.maximum(np.maximum(-depth, depth - (2 * skin + core)), edge).astype(np.float32)
+    t_sdf_core = np.maximum(np.maximum(-(depth - skin), depth - skin - core), edge + skin).astype(np.float32)
+    f_outer = np.clip(0.5 - t_sdf_outer / h, 0.0, 1.0)
+    f_core = np.clip(0.5 - t_sdf_core / h, 0.0, 1.0)
+    tsel = f_outer > frac
+    code[tsel & (f_core < 0.5)] = _TABLE_SKIN
+    code[tsel & (f_core >= 0.5)] = _TABLE_FOAM
+    frac[tsel] = f_outer[tsel]
+    return code, frac

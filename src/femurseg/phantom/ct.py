@@ -1,0 +1,742 @@
+"""The phantom's CT physics: calibration, scanner parameters, bone rendering with partial volume, blur and noise.
+
+The scanner model, in the order :func:`femurseg.phantom.generate.generate` applies it:
+
+1. **Bones** (:func:`render_bones`) are sampled by the anatomy on a grid that is fine along z (``m`` sub-samples
+   per output slice, at most 0.5 mm apart).  Each sub-sample carries the fraction of its cell inside the
+   periosteal and endosteal surfaces (a linear ramp of the signed distance over one cell width: the exact
+   box-average of a planar boundary to first order), so cortical, trabecular and marrow volumes mix by
+   partial volume.  Sub-samples are then averaged along z with the slice-sensitivity profile (a Gaussian of
+   FWHM = slice thickness) into the output slices, while the label maps use the plain box average over each
+   voxel's own extent (a voxel is femur when at least half its volume is inside the femur).
+2. **Soft tissue** (:mod:`femurseg.phantom.body`) fills the rest; a voxel's HU is
+   ``B + (1 - A) * HU_soft``, with ``A`` the bone volume fraction and ``B`` the bone's HU-weighted fraction.
+3. **Point-spread function** in-plane (a Gaussian of the drawn FWHM), **beam-hardening streaks** between the
+   femoral heads, **correlated noise** (white noise band-passed in-plane, as filtered back-projection shapes its
+   noise power spectrum, and smoothed along z by the overlapping slice profile, then scaled to the drawn σ) and
+   an optional **reconstruction circle** (−1024 outside), then int16 HU clipped to [−1024, 3071].
+
+Bone density maps to HU through the scanner calibration of the Mindways two-component model (Mindways QCT Pro
+user guide / Cann & Genant's K2HPO4 calibration): ``HU = β_CT + σ_CT·ρ_K2HPO4`` for bone, and for a phantom rod
+``HU_rod = ρ_water,rod + σ_ref·ρ_K2HPO4,rod + β_ref`` with ``σ_CT = σ_ref − 0.2174`` and ``β_CT = β_ref + 999.6``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR, TISSUES
+from femurseg.errors import InputError
+from femurseg.geometry import Grid
+from femurseg.phantom.fields import BONE_NAMES, HipLandmarks
+
+__all__ = [
+    "ROD_NAMES",
+    "DEFAULT_ROD_K2HPO4",
+    "DEFAULT_ROD_WATER",
+    "Calibration",
+    "ScanParams",
+    "BoneDensity",
+    "BoneRender",
+    "sample_calibration",
+    "sample_scan",
+    "fine_z_plan",
+    "render_bones",
+    "add_streaks",
+    "apply_scanner",
+    "outside_circle",
+    "HU_MIN",
+    "HU_MAX",
+]
+
+#: Range of stored CT values [HU] (12-bit CT with the usual −1024 offset).
+HU_MIN: int = -1024
+HU_MAX: int = 3071
+
+#: Calibration rods of a Mindways Model 3 CT phantom, and the default certificate (Mindways QCT Pro user guide):
+#: K2HPO4 and water-equivalent densities of each rod [mg/cm³].
+ROD_NAMES: tuple[str, ...] = ("A", "B", "C", "D", "E")
+DEFAULT_ROD_K2HPO4: tuple[float, ...] = (-51.83, -53.40, 58.88, 157.05, 375.83)
+DEFAULT_ROD_WATER: tuple[float, ...] = (1012.25, 1056.95, 1103.57, 1119.52, 923.20)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A scanner's density calibration and the certificate of the phantom's rods.
+
+    Attributes
+    ----------
+    rod_k2hpo4 : (5,) tuple of float
+        K2HPO4 density of rods A–E [mg/cm³].
+    rod_water : (5,) tuple of float
+        Water-equivalent density of rods A–E [mg/cm³].
+    sigma_ref : float
+        Slope of the two-component model [HU per mg/cm³ K2HPO4].
+    beta_ref : float
+        Offset of the two-component model [HU].
+    """
+
+    rod_k2hpo4: tuple[float, ...] = DEFAULT_ROD_K2HPO4
+    rod_water: tuple[float, ...] = DEFAULT_ROD_WATER
+    sigma_ref: float = 1.40
+    beta_ref: float = -1000.0
+
+    @property
+    def sigma_ct(self) -> float:
+        """Slope of the bone calibration ``HU = β_CT + σ_CT·ρ`` [HU per mg/cm³ K2HPO4]."""
+        return self.sigma_ref - 0.2174
+
+    @property
+    def beta_ct(self) -> float:
+        """Offset of the bone calibration [HU]."""
+        return self.beta_ref + 999.6
+
+    def hu_of_density(self, rho_k2hpo4: Any) -> Any:
+        """CT value [HU] of bone of K2HPO4-equivalent density ``rho_k2hpo4`` [mg/cm³] (scalar or array)."""
+        return self.beta_ct + self.sigma_ct * rho_k2hpo4
+
+    def rod_hu(self) -> np.ndarray:
+        """(5,) CT values of rods A–E [HU] by the two-component model."""
+        return np.asarray(self.rod_water) + self.sigma_ref * np.asarray(self.rod_k2hpo4) + self.beta_ref
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat JSON-able facts: rod densities, σ_ref, β_ref, σ_CT, β_CT."""
+        out: dict[str, float] = {}
+        for name, k, w in zip(ROD_NAMES, self.rod_k2hpo4, self.rod_water):
+            out[f"rod_{name}_k2hpo4_mg_cm3"] = float(k)
+            out[f"rod_{name}_water_mg_cm3"] = float(w)
+        out.update(sigma_ref=float(self.sigma_ref), beta_ref=float(self.beta_ref),
+                   sigma_ct=float(self.sigma_ct), beta_ct=float(self.beta_ct))
+        return out
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    """How one case is scanned and reconstructed.
+
+    Attributes
+    ----------
+    spacing_xyz : (3,) tuple of float
+        Voxel spacing [mm], (x, y, z) as ITK; z is the slice increment.
+    matrix : int
+        In-plane size of the reconstruction (square) [voxels].
+    slice_thickness_mm : float
+        FWHM of the slice-sensitivity profile [mm].
+    psf_fwhm_mm : float
+        In-plane FWHM of the reconstruction's point-spread function [mm].
+    noise_sigma_hu : float
+        Standard deviation of the image noise [HU].
+    noise_band_mm : (2,) tuple of float
+        Inner and outer Gaussian widths of the in-plane noise band-pass [mm].
+    streak_hu : float
+        Depth of the beam-hardening streak between the femoral heads [HU] (0: none).
+    recon_circle : bool
+        Whether voxels outside the reconstruction circle are padded with −1024.
+    calibration_phantom : bool
+        Whether a calibration phantom lies under the patient.
+    calibration : Calibration
+        Density calibration and rod certificate.
+    """
+
+    spacing_xyz: tuple[float, float, float]
+    matrix: int
+    slice_thickness_mm: float
+    psf_fwhm_mm: float
+    noise_sigma_hu: float
+    noise_band_mm: tuple[float, float]
+    streak_hu: float
+    recon_circle: bool
+    calibration_phantom: bool
+    calibration: Calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able facts."""
+        d = asdict(self)
+        d.pop("calibration")
+        d["spacing_x_mm"], d["spacing_y_mm"], d["spacing_z_mm"] = (float(s) for s in d.pop("spacing_xyz"))
+        d["noise_band_mm"] = list(d["noise_band_mm"])
+        d.update(self.calibration.to_dict())
+        return d
+
+
+def sample_calibration(rng: np.random.Generator) -> Calibration:
+    """A scanner calibration and a rod certificate varied a little around the default one.
+
+    Each phantom is manufactured with its own certificate; rod densities vary by about 1 % between phantoms.
+    The slope varies with kVp and scanner (about 1.1–1.35 HU per mg/cm³ K2HPO4 for σ_CT at 120 kVp), the
+    offset with the scanner's water calibration (±10 HU).
+    """
+    k = tuple(float(v + rng.normal(0.0, 0.01 * max(abs(v), 50.0))) for v in DEFAULT_ROD_K2HPO4)
+    w = tuple(float(v + rng.normal(0.0, 2.0)) for v in DEFAULT_ROD_WATER)
+    return Calibration(rod_k2hpo4=k, rod_water=w, sigma_ref=float(rng.uniform(1.30, 1.55)),
+                       beta_ref=float(rng.uniform(-1010.0, -990.0)))
+
+
+def sample_scan(
+    rng: np.random.Generator,
+    *,
+    body_width_mm: float,
+    fat_mm: float,
+    spacing_xyz: tuple[float, float, float] | None = None,
+    slice_thickness_mm: float | None = None,
+    matrix: int = 512,
+    calibration_phantom: bool | None = None,
+    noise_sigma_hu: float | None = None,
+) -> ScanParams:
+    """Draw a hip-QCT acquisition and reconstruction.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    body_width_mm : float
+        Patient's widest extent [mm]; the in-plane field of view (``matrix`` × spacing) is made to hold it when
+        the spacing is drawn (0.6–1.0 mm, as clinical reconstructions of a 512² matrix).
+    fat_mm : float
+        Subcutaneous fat thickness [mm]; larger patients get noisier images.
+    spacing_xyz : (3,) tuple of float, optional
+        Fixed voxel spacing [mm], (x, y, z).
+    slice_thickness_mm : float, optional
+        Fixed slice thickness [mm]; by default equal to the slice increment, or drawn with it (0.5–3 mm).
+    matrix : int
+        In-plane matrix size [voxels].
+    calibration_phantom : bool, optional
+        Force the calibration phantom present or absent; by default present in about 85 % of scans.
+    noise_sigma_hu : float, optional
+        Fixed noise standard deviation [HU] (0 for a noise-free image).
+
+    Returns
+    -------
+    ScanParams
+    """
+    if matrix < 16:
+        raise InputError(f"matrix {matrix} is too small; use at least 16 voxels")
+    draws = rng.uniform(size=12)  # a fixed number of draws, so overrides do not shift the later ones
+    if spacing_xyz is None:
+        lo = max(0.6, (body_width_mm + 30.0) / matrix)
+        dxy = float(np.round(min(1.0, lo + draws[0] * max(0.0, 1.0 - lo)), 4))
+        if draws[1] < 0.45:
+            dz = float(np.round(0.5 + draws[2] * 0.75, 2))  # thin-slice helical: 0.5–1.25 mm
+        else:
+            dz = float(np.round(1.0 + draws[2] * 2.0, 2))  # classic QCT protocols: 1–3 mm
+        spacing_xyz = (dxy, dxy, dz)
+    else:
+        spacing_xyz = tuple(float(s) for s in spacing_xyz)  # type: ignore[assignment]
+        if len(spacing_xyz) != 3 or min(spacing_xyz) <= 0 or max(spacing_xyz) > 10:
+            raise InputError(f"spacing {spacing_xyz} must be three positive values up to 10 mm, (x, y, z)")
+    if slice_thickness_mm is None:
+        # Most reconstructions have thickness = increment; some overlap (thickness up to 1.5 × increment).
+        slice_thickness_mm = spacing_xyz[2] * (1.0 if draws[3] < 0.7 else 1.0 + 0.5 * draws[4])
+    if slice_thickness_mm <= 0:
+        raise InputError(f"slice thickness {slice_thickness_mm} mm must be positive")
+    psf = 0.55 + 0.6 * draws[5]  # standard to sharp body kernels: FWHM 0.55–1.15 mm
+    psf = max(psf, 0.9 * spacing_xyz[0])
+    if noise_sigma_hu is None:
+        # Noise grows as 1/sqrt(slice thickness) and with patient size (dose modulation only partly corrects it).
+        base = 9.0 + 16.0 * draws[6]
+        noise_sigma_hu = base / math.sqrt(max(slice_thickness_mm, 0.5)) * (0.85 + 0.3 * min(fat_mm, 60.0) / 60.0)
+    if noise_sigma_hu < 0:
+        raise InputError(f"noise sigma {noise_sigma_hu} HU must be ≥ 0")
+    band = (0.3 + 0.25 * draws[7], 1.1 + 0.9 * draws[8])
+    streak = float(10.0 + 40.0 * draws[9]) if draws[10] < 0.8 else 0.0
+    if calibration_phantom is None:
+        calibration_phantom = bool(draws[11] < 0.85)
+    return ScanParams(
+        spacing_xyz=spacing_xyz,  # type: ignore[arg-type]
+        matrix=int(matrix),
+        slice_thickness_mm=float(slice_thickness_mm),
+        psf_fwhm_mm=float(psf),
+        noise_sigma_hu=float(noise_sigma_hu),
+        noise_band_mm=(float(band[0]), float(band[1])),
+        streak_hu=streak,
+        recon_circle=bool(rng.uniform() < 0.6),
+        calibration_phantom=bool(calibration_phantom),
+        calibration=sample_calibration(rng),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The z plan: a fine grid along z whose sub-samples tile each output slice and extend over the slice profile.
+
+
+@dataclass(frozen=True)
+class FineZPlan:
+    """How the fine grid along z relates to the output slices.
+
+    Output slice ``k`` covers fine samples ``k*m + c0 + j`` for ``j`` in ``range(m)`` (its own extent) and gets the
+    slice-profile weights ``weights`` at fine offsets ``k*m + c0 + offsets``.
+    """
+
+    m: int
+    c0: int
+    n_fine: int
+    delta_mm: float
+    offsets: np.ndarray
+    weights: np.ndarray
+    grid: Grid
+
+
+def fine_z_plan(grid: Grid, *, slice_thickness_mm: float, max_step_mm: float = 0.5) -> FineZPlan:
+    """The fine grid along z used to sample bones for ``grid`` (identity direction).
+
+    Parameters
+    ----------
+    grid : Grid
+        The output grid.
+    slice_thickness_mm : float
+        FWHM of the Gaussian slice-sensitivity profile [mm].
+    max_step_mm : float
+        Largest fine step along z [mm].
+
+    Returns
+    -------
+    FineZPlan
+    """
+    dz = grid.spacing_zyx[0]
+    step = min(max_step_mm, slice_thickness_mm / 2.0)
+    m = max(1, int(math.ceil(dz / step - 1e-6)))
+    delta = dz / m
+    s = slice_thickness_mm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    centre = (m - 1) / 2.0
+    reach = int(math.ceil(2.5 * s / delta))
+    offsets = np.arange(int(math.floor(centre)) - reach, int(math.ceil(centre)) + reach + 1)
+    weights = np.exp(-0.5 * ((offsets - centre) * delta / s) ** 2)
+    weights /= weights.sum()
+    c0 = max(0, -int(offsets.min()))
+    n_fine = (grid.shape_zyx[0] - 1) * m + c0 + max(m, int(offsets.max()) + 1)
+    z0 = grid.origin_xyz[2] - dz / 2.0 + (0.5 - c0) * delta
+    fine = Grid(
+        shape_zyx=(n_fine, grid.shape_zyx[1], grid.shape_zyx[2]),
+        spacing_zyx=(delta, grid.spacing_zyx[1], grid.spacing_zyx[2]),
+        origin_xyz=(grid.origin_xyz[0], grid.origin_xyz[1], z0),
+        direction=grid.direction,
+    )
+    return FineZPlan(m=m, c0=c0, n_fine=n_fine, delta_mm=delta, offsets=offsets, weights=weights, grid=fine)
+
+
+def _accumulate(out: np.ndarray, fine: np.ndarray, a: int, ys: slice, xs: slice, plan: FineZPlan,
+                offsets: np.ndarray, weights: np.ndarray) -> None:
+    """``out[k, ys, xs] += Σ_j w_j · fine[k·m + c0 + o_j − a]`` over the fine samples that exist."""
+    m, n = plan.m, fine.shape[0]
+    nz = out.shape[0]
+    for o, w in zip(offsets.tolist(), weights.tolist()):
+        c0 = plan.c0
+        k0 = max(0, -(-(a - c0 - o) // m))
+        k1 = min(nz - 1, (a + n - 1 - c0 - o) // m)
+        if k1 < k0:
+            continue
+        f0 = k0 * m + c0 + o - a
+        src = fine[f0 : f0 + (k1 - k0) * m + 1 : m]
+        if w == 1.0:
+            out[k0 : k1 + 1, ys, xs] += src
+        else:
+            out[k0 : k1 + 1, ys, xs] += np.float32(w) * src
+
+
+def _box_mean_into(out: np.ndarray, fine: np.ndarray, a: int, ys: slice, xs: slice, plan: FineZPlan) -> None:
+    offsets = np.arange(plan.m)
+    _accumulate(out, fine, a, ys, xs, plan, offsets, np.full(plan.m, 1.0 / plan.m))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bone densities and texture
+
+
+@dataclass(frozen=True)
+class BoneDensity:
+    """A subject's bone material.
+
+    Attributes
+    ----------
+    trabecular_vbmd : float
+        Mean trabecular vBMD of the proximal femur [mg/cm³ K2HPO4].
+    cortical_density : float
+        Cortical bone density [mg/cm³ K2HPO4 equivalent].
+    marrow_hu : float
+        Fatty marrow of the shaft canal [HU].
+    texture_amplitude : float
+        Relative amplitude of the trabecular texture (standard deviation of the multiplicative field).
+    texture_scales_mm : (2,) tuple of float
+        Inner and outer widths of the texture's band-pass [mm].
+    pelvis_ratio : float
+        Pelvic trabecular vBMD relative to the femur's.
+    sacrum_ratio : float
+        Sacral trabecular vBMD relative to the femur's.
+    """
+
+    trabecular_vbmd: float
+    cortical_density: float
+    marrow_hu: float
+    texture_amplitude: float = 0.35
+    texture_scales_mm: tuple[float, float] = (0.35, 1.4)
+    pelvis_ratio: float = 0.75
+    sacrum_ratio: float = 0.65
+
+
+def _tile_read(tile: np.ndarray, box: tuple[slice, slice, slice], rng: np.random.Generator) -> np.ndarray:
+    """The periodic ``tile`` read over ``box``'s shape from a random offset."""
+    idx = []
+    for n, s, sl in zip(tile.shape, rng.integers(0, 1 << 16, size=3), box):
+        idx.append((np.arange(sl.stop - sl.start) + int(s)) % n)
+    return tile[np.ix_(*idx)]
+
+
+def _band_pass(shape: tuple[int, ...], spacing_zyx: tuple[float, ...], scales_mm: tuple[float, float],
+               rng: np.random.Generator, *, wrap: bool = False) -> np.ndarray:
+    """Unit-variance band-pass Gaussian random field: white noise filtered by a difference of Gaussians."""
+    white = rng.standard_normal(size=shape, dtype=np.float32)
+    s1 = [scales_mm[0] / d for d in spacing_zyx]
+    s2 = [scales_mm[1] / d for d in spacing_zyx]
+    mode = "wrap" if wrap else "reflect"
+    field = ndimage.gaussian_filter(white, s1, truncate=3.0, mode=mode)
+    field -= ndimage.gaussian_filter(white, s2, truncate=3.0, mode=mode)
+    del white
+    sd = float(field.std()) if field.size else 1.0
+    field /= max(sd, 1e-6)
+    return field
+
+
+def _box_coordinates(grid: Grid, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World x, y, z [mm] of a box of an identity-direction grid, as broadcastable (Z,1,1), (1,Y,1), (1,1,X)."""
+    dz, dy, dx = grid.spacing_zyx
+    ox, oy, oz = grid.origin_xyz
+    z = (oz + dz * np.arange(box[0].start, box[0].stop, dtype=np.float32))[:, None, None]
+    y = (oy + dy * np.arange(box[1].start, box[1].stop, dtype=np.float32))[None, :, None]
+    x = (ox + dx * np.arange(box[2].start, box[2].stop, dtype=np.float32))[None, None, :]
+    return x, y, z
+
+
+def _femur_modulation(grid: Grid, box: tuple[slice, slice, slice], landmarks: HipLandmarks, side: str,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Regional trabecular density of a proximal femur (multiplicative, about 0.6–1.5).
+
+    Denser along the principal compressive group (from the calcar up through the head to its weight-bearing
+    dome) and in the head, sparser in Ward's region (the neck's base between the trabecular groups) and in the
+    greater trochanter, fading towards the shaft's canal.
+    """
+    # The pattern is smooth (scales of ~10 mm): evaluate it every few voxels and interpolate linearly.
+    full = [sl.stop - sl.start for sl in box]
+    step = [max(1, int(2.0 / d)) for d in grid.spacing_zyx]
+    keep = [np.unique(np.r_[np.arange(0, n, st), n - 1]) for n, st in zip(full, step)]
+    x, y, z = _box_coordinates(grid, box)
+    x, y, z = x[:, :, keep[2]], y[:, keep[1], :], z[keep[0], :, :]
+    h = np.asarray(landmarks.head_center_xyz[side], dtype=np.float32)
+    r = float(landmarks.head_radius_mm[side])
+    sp = np.asarray(landmarks.shaft_point_xyz[side], dtype=np.float64)
+    sd = np.asarray(landmarks.shaft_direction_xyz[side], dtype=np.float64)
+    sd = sd / np.linalg.norm(sd)
+    if sd[2] < 0:  # make it point superiorly
+        sd = -sd
+    # Neck axis: from where it meets the shaft axis (neck-shaft angle ~130°) to the head centre.
+    p = sp + np.dot(h - sp, sd) * sd
+    offset = float(np.linalg.norm(h - p))
+    q = p - sd * offset / math.tan(math.radians(50.0))
+    u = (h - q) / max(np.linalg.norm(h - q), 1e-6)
+    horiz = np.array([u[0], u[1], 0.0])
+    horiz /= max(np.linalg.norm(horiz), 1e-6)  # medial, towards the head
+    dx, dy, dz = x - h[0], y - h[1], z - h[2]
+    # Principal compressive group: a band through the head centre, mostly vertical, tilted medially upwards.
+    tilt = math.radians(rng.uniform(15.0, 25.0))
+    v = np.array([0.0, 0.0, 1.0]) * math.cos(tilt) + horiz * math.sin(tilt)
+    t = np.clip(dx * v[0] + dy * v[1] + dz * v[2], -2.2 * r, 0.9 * r)
+    d2 = (dx - t * v[0]) ** 2 + (dy - t * v[1]) ** 2 + (dz - t * v[2]) ** 2
+    mod = 1.0 + rng.uniform(0.35, 0.55) * np.exp(-d2 / (2.0 * (0.38 * r) ** 2))
+    # The head as a whole is denser than the neck.
+    rr = (dx * dx + dy * dy + dz * dz) / (r * r)
+    mod += rng.uniform(0.10, 0.25) * np.exp(-rr)
+    # Ward's region: neck base, on the axis, slightly inferior.
+    w = h - u * (1.9 * r) - np.array([0.0, 0.0, 0.15 * r])
+    dw2 = (x - w[0]) ** 2 + (y - w[1]) ** 2 + (z - w[2]) ** 2
+    mod -= rng.uniform(0.30, 0.45) * np.exp(-dw2 / (2.0 * (0.45 * r) ** 2))
+    # Greater trochanter: lateral to the shaft axis, near the neck's level.
+    lat = -((x - sp[0]) * horiz[0] + (y - sp[1]) * horiz[1])
+    zt = z - (h[2] - 0.4 * r)
+    gt = 1.0 / (1.0 + np.exp(-(lat - 0.2 * r) / (0.15 * r))) * np.exp(-(zt / (1.4 * r)) ** 2)
+    mod -= rng.uniform(0.25, 0.40) * gt
+    mod = np.maximum(mod, 0.35).astype(np.float32)
+    for axis in range(3):
+        mod = _upsample_linear(mod, keep[axis], full[axis], axis)
+    return mod
+
+
+def _upsample_linear(a: np.ndarray, at: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` from samples at integer positions ``at`` to ``0..n-1``."""
+    if len(at) == n:
+        return a
+    pos = np.arange(n)
+    j = np.clip(np.searchsorted(at, pos, side="right") - 1, 0, len(at) - 2)
+    w = ((pos - at[j]) / (at[j + 1] - at[j])).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = n
+    w = w.reshape(shape)
+    return np.take(a, j, axis=axis) * (1 - w) + np.take(a, j + 1, axis=axis) * w
+
+
+@dataclass
+class BoneRender:
+    """What :func:`render_bones` returns, all on the output grid (Z, Y, X).
+
+    Attributes
+    ----------
+    occupancy : ndarray of float32
+        Bone volume fraction ``A`` after the slice profile (0..1).
+    hu_weighted : ndarray of float32
+        Bone HU times bone fraction ``B`` after the slice profile [HU].
+    labels : ndarray of uint8
+        0 background, 1 right femur, 2 left femur.
+    tissues : ndarray of uint8
+        Bone tissue classes of :data:`femurseg.conventions.TISSUES` where bone fills ≥ half a voxel, else 0.
+    trabecular_vbmd : dict
+        Mean trabecular density over the fully trabecular interior of each femur [mg/cm³ K2HPO4].
+    """
+
+    occupancy: np.ndarray
+    hu_weighted: np.ndarray
+    labels: np.ndarray
+    tissues: np.ndarray
+    trabecular_vbmd: dict[str, float]
+
+
+def render_bones(
+    skeleton: Any,
+    grid: Grid,
+    *,
+    scan: ScanParams,
+    density: BoneDensity,
+    rng: np.random.Generator,
+    names: tuple[str, ...] = BONE_NAMES,
+    timings: dict[str, float] | None = None,
+) -> BoneRender:
+    """Render the skeleton's bones into bone fraction, HU, femur labels and bone tissue classes.
+
+    Parameters
+    ----------
+    skeleton : femurseg.phantom.anatomy.Skeleton
+        Posed bones; ``skeleton.sample(grid, names=...)`` gives :class:`~femurseg.phantom.fields.BoneField`.
+    grid : Grid
+        Output grid (identity direction).
+    scan : ScanParams
+        Slice thickness and calibration.
+    density : BoneDensity
+        The subject's bone material.
+    rng : numpy.random.Generator
+        Texture randomness.
+    names : tuple of str
+        Bones to render.
+    timings : dict, optional
+        Gets the seconds spent in the anatomy's sampling (``"anatomy_sample"``) and in rendering (``"bones"``).
+
+    Returns
+    -------
+    BoneRender
+    """
+    plan = fine_z_plan(grid, slice_thickness_mm=scan.slice_thickness_mm)
+    fine = plan.grid
+    shape = grid.shape_zyx
+    occ = np.zeros(shape, np.float32)
+    bhu = np.zeros(shape, np.float32)
+    labels = np.zeros(shape, np.uint8)
+    tissues = np.zeros(shape, np.uint8)
+    best = np.zeros(shape, np.float32)  # the bone fraction of the bone that owns each voxel's tissue class
+    cal = scan.calibration
+    h = max(fine.spacing_zyx)  # partial-volume ramp width: one cell
+    hu_cort = float(cal.hu_of_density(density.cortical_density))
+    vbmd: dict[str, float] = {}
+    # Independent streams per bone, so the same bone gets the same texture whichever others are rendered.
+    streams = dict(zip(BONE_NAMES, rng.spawn(len(BONE_NAMES))))
+    # One periodic texture tile per case (band-passing a whole bone box costs seconds); each bone reads it at its
+    # own random offset.  The period (~45–90 mm) is far beyond the texture's correlation length.
+    tile = _band_pass((96, 128, 128), fine.spacing_zyx, density.texture_scales_mm, rng, wrap=True)
+    t_sample = 0.0
+    t_start = time.perf_counter()
+    for name in names:
+        t = time.perf_counter()
+        fields = skeleton.sample(fine, names=(name,))
+        t_sample += time.perf_counter() - t
+        if name not in fields:
+            continue
+        bf = fields[name]
+        box = bf.box
+        a = box[0].start
+        ys, xs = box[1], box[2]
+        sdf = bf.sdf
+        cortex = np.maximum(bf.cortex_mm, 0.05)
+        f_out = np.clip(0.5 - sdf / h, 0.0, 1.0).astype(np.float32)
+        f_endo = np.clip(0.5 - (sdf + cortex) / h, 0.0, 1.0).astype(np.float32)
+        del cortex
+        trab = np.clip(bf.trabecular, 0.0, 1.0).astype(np.float32)
+        srng = streams[name]
+        tex = _tile_read(tile, box, srng)
+        is_femur = name.startswith("femur")
+        if is_femur:
+            side = name.split("_", 1)[1]
+            mod = _femur_modulation(fine, box, skeleton.landmarks, side, srng)
+            core = (f_endo >= 1.0) & (trab >= 0.999)
+            # Normalise the regional pattern so the femur's mean trabecular density is the subject's vBMD.
+            mean_mod = float(mod[core].mean()) if core.any() else 1.0
+            rho = (density.trabecular_vbmd / mean_mod) * mod
+            del mod
+        else:
+            ratio = density.pelvis_ratio if name.startswith("pelvis") else density.sacrum_ratio
+            rho = np.full(sdf.shape, density.trabecular_vbmd * ratio, np.float32)
+            core = None
+        rho *= 1.0 + density.texture_amplitude * tex
+        del tex
+        np.maximum(rho, 0.0, out=rho)
+        if core is not None:
+            vbmd[side] = float(rho[core].mean()) if core.any() else float("nan")
+        hu_int = cal.hu_of_density(rho) * trab + np.float32(density.marrow_hu) * (1.0 - trab)
+        del rho
+        f_cort = f_out - f_endo
+        b_fine = f_cort * np.float32(hu_cort) + f_endo * hu_int
+        del hu_int
+        _accumulate(occ, f_out, a, ys, xs, plan, plan.offsets, plan.weights)
+        _accumulate(bhu, b_fine, a, ys, xs, plan, plan.offsets, plan.weights)
+        del b_fine
+        # Box means over each voxel's own z extent: label and tissue class.
+        sub = (slice(0, shape[0]), ys, xs)
+        nz_box = (shape[0], ys.stop - ys.start, xs.stop - xs.start)
+        frac = np.zeros(nz_box, np.float32)
+        _box_mean_into(frac, f_out, a, slice(None), slice(None), plan)
+        c_mean = np.zeros(nz_box, np.float32)
+        _box_mean_into(c_mean, f_cort, a, slice(None), slice(None), plan)
+        t_mean = np.zeros(nz_box, np.float32)
+        _box_mean_into(t_mean, f_endo * trab, a, slice(None), slice(None), plan)
+        del f_out, f_endo, f_cort, trab
+        m_mean = frac - c_mean - t_mean
+        owns = (frac >= 0.5) & (frac > best[sub])
+        if is_femur:
+            labels[sub][owns] = RIGHT_FEMUR if side == "right" else LEFT_FEMUR
+            cls = (TISSUES["femur_cortical"], TISSUES["femur_trabecular"], TISSUES["marrow"])
+        elif name.startswith("pelvis"):
+            cls = (TISSUES["pelvis_cortical"], TISSUES["pelvis_trabecular"], TISSUES["pelvis_trabecular"])
+        else:
+            cls = (TISSUES["sacrum"],) * 3
+        cw, tw, mw = c_mean[owns], t_mean[owns], m_mean[owns]
+        which = np.where((cw >= tw) & (cw >= mw), 0, np.where(tw >= mw, 1, 2))
+        tissues[sub][owns] = np.asarray(cls, np.uint8)[which]
+        best[sub][owns] = frac[owns]
+        if not is_femur:
+            # A pelvis voxel that outweighs a femur voxel takes it from the femur label too.
+            labels[sub][owns] = 0
+    np.clip(occ, 0.0, 1.0, out=occ)
+    if timings is not None:
+        timings["anatomy_sample"] = t_sample
+        timings["bones"] = time.perf_counter() - t_start - t_sample
+    return BoneRender(occupancy=occ, hu_weighted=bhu, labels=labels, tissues=tissues, trabecular_vbmd=vbmd)
+
+
+def add_streaks(hu: np.ndarray, grid: Grid, landmarks: HipLandmarks, *, depth_hu: float, rng: np.random.Generator) -> None:
+    """Darken a band between the femoral heads in place: the beam-hardening streak of hip CT.
+
+    Rays through both femoral heads (and acetabula) are hardened the most; filtered back-projection turns the
+    missing attenuation into a dark streak along the line joining them, strongest at the heads' centre level.
+    """
+    if depth_hu <= 0:
+        return
+    hr = np.asarray(landmarks.head_center_xyz["right"], float)
+    hl = np.asarray(landmarks.head_center_xyz["left"], float)
+    r = 0.5 * (landmarks.head_radius_mm["right"] + landmarks.head_radius_mm["left"])
+    width = rng.uniform(3.0, 8.0)
+    dz, dy, dx = grid.spacing_zyx
+    ox, oy, oz = grid.origin_xyz
+    x = (ox + dx * np.arange(grid.shape_zyx[2]))[None, :]
+    y = (oy + dy * np.arange(grid.shape_zyx[1]))[:, None]
+    seg = hl[:2] - hr[:2]
+    L = float(np.linalg.norm(seg))
+    u = seg / max(L, 1e-6)
+    t = (x - hr[0]) * u[0] + (y - hr[1]) * u[1]
+    d = np.abs(-(x - hr[0]) * u[1] + (y - hr[1]) * u[0])
+    inside = (t > 0) & (t < L)
+    band = (np.exp(-0.5 * (d / width) ** 2) * inside).astype(np.float32)
+    zc = 0.5 * (hr[2] + hl[2])
+    for k in range(grid.shape_zyx[0]):
+        zk = oz + dz * k
+        wz = math.exp(-0.5 * ((zk - zc) / (0.6 * r)) ** 2)
+        if wz > 0.02:
+            hu[k] -= np.float32(depth_hu * wz) * band
+
+
+def _noise_norm(scan: ScanParams, spacing_zyx: tuple[float, float, float]) -> tuple[list[float], list[float], float]:
+    """Filter widths (voxels) of the noise band-pass and the filtered field's standard deviation for unit noise."""
+    dz, dy, dx = spacing_zyx
+    sz = 0.42 * scan.slice_thickness_mm / dz  # neighbouring slices overlap through the slice profile
+    s1 = [sz, scan.noise_band_mm[0] / dy, scan.noise_band_mm[0] / dx]
+    s2 = [sz, scan.noise_band_mm[1] / dy, scan.noise_band_mm[1] / dx]
+    n = [2 * int(math.ceil(4 * s)) + 1 for s in s2]
+    delta = np.zeros(n, np.float64)
+    delta[tuple(k // 2 for k in n)] = 1.0
+    kern = ndimage.gaussian_filter(delta, s1, truncate=4.0) - ndimage.gaussian_filter(delta, s2, truncate=4.0)
+    return s1, s2, float(np.sqrt((kern**2).sum()))
+
+
+def apply_scanner(hu: np.ndarray, grid: Grid, scan: ScanParams, *, rng: np.random.Generator,
+                  chunk: int = 48) -> np.ndarray:
+    """Blur, add noise, pad the reconstruction circle and quantise: the reconstructed CT [HU].
+
+    Parameters
+    ----------
+    hu : (Z, Y, X) ndarray of float32
+        Noise-free image before the in-plane PSF [HU]; overwritten.
+    grid : Grid
+        Its grid.
+    scan : ScanParams
+        PSF, noise, reconstruction circle.
+    rng : numpy.random.Generator
+        Noise randomness.
+    chunk : int
+        Slices processed at a time (bounds the memory of the noise field).
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of int16
+        CT values [HU], clipped to [−1024, 3071].
+    """
+    dz, dy, dx = grid.spacing_zyx
+    s_psf = scan.psf_fwhm_mm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    # The partial-volume ramp already averages over one voxel; the PSF adds the rest in quadrature.
+    extra = max(s_psf**2 - (0.29 * dx) ** 2, 0.0) ** 0.5
+    if extra > 0.05 * dx:
+        ndimage.gaussian_filter(hu, (0.0, extra / dy, extra / dx), output=hu, truncate=3.0)
+    out = np.empty(hu.shape, np.int16)
+    nz = hu.shape[0]
+    s1, s2, norm = _noise_norm(scan, grid.spacing_zyx)
+    pad = int(math.ceil(4 * max(s1[0], s2[0]))) if scan.noise_sigma_hu > 0 else 0
+    gain = np.float32(scan.noise_sigma_hu / norm) if norm > 0 else np.float32(0)
+    # Noise in overlapping chunks along z, drawn per chunk from a child stream: bounded memory, deterministic.
+    streams = rng.spawn(max(1, -(-nz // chunk)))
+    prev_tail: np.ndarray | None = None
+    for ci, k0 in enumerate(range(0, nz, chunk)):
+        k1 = min(nz, k0 + chunk)
+        block = hu[k0:k1]
+        if scan.noise_sigma_hu > 0:
+            white = streams[ci].standard_normal((k1 - k0 + 2 * pad, *hu.shape[1:]), dtype=np.float32)
+            if prev_tail is not None and pad:
+                white[: 2 * pad] = prev_tail  # share the overlap so the noise is continuous across chunks
+            prev_tail = white[-2 * pad :].copy() if pad else None
+            noise = ndimage.gaussian_filter(white, s1, truncate=4.0)
+            noise -= ndimage.gaussian_filter(white, s2, truncate=4.0)
+            del white
+            block += gain * noise[pad : pad + (k1 - k0)]
+            del noise
+        np.clip(np.rint(block), HU_MIN, HU_MAX, out=block)
+        out[k0:k1] = block
+    if scan.recon_circle:
+        out[:, outside_circle(grid)] = HU_MIN
+    return out
+
+
+def outside_circle(grid: Grid) -> np.ndarray:
+    """(Y, X) ndarray of bool: in-plane voxels outside the reconstruction circle (the matrix's inscribed circle)."""
+    _, ny, nx = grid.shape_zyx
+    _, dy, dx = grid.spacing_zyx
+    yy = (np.arange(ny) - (ny - 1) / 2.0)[:, None] * dy
+    xx = (np.arange(nx) - (nx - 1) / 2.0)[None, :] * dx
+    radius = 0.5 * min(ny * dy, nx * dx)
+    return (xx * xx + yy * yy) > radius * radius

@@ -1,0 +1,149 @@
+"""Slice pictures of a CT with label contours: axial, coronal and sagittal planes through a point.
+
+Radiological display: the axial view shows the patient's right on the picture's left, anterior up; the coronal
+view the patient's right on the left, superior up; the sagittal view anterior on the left, superior up.  Pixels
+keep their physical aspect ratio (anisotropic spacing is drawn to scale).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from femurseg.conventions import LABEL_NAMES
+from femurseg.errors import InputError
+from femurseg.io import array_of, grid_of
+
+__all__ = ["save_overlay", "LABEL_COLOURS"]
+
+#: Contour colours by label value (1 right femur, 2 left femur, then more for other label maps).
+LABEL_COLOURS: dict[int, str] = {1: "#ff3b30", 2: "#00c7ff", 3: "#ffd60a", 4: "#34c759", 5: "#bf5af2"}
+
+
+def _default_center(labels: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
+    """(z, y, x) index: the top of the right femur's label (its head), else the volume's centre."""
+    if labels is not None:
+        for value in (1, 2):
+            idx = np.argwhere(labels == value)
+            if len(idx):
+                # The femoral head: the label's upper 12 % (the head is the femur's superior end).
+                ztop = idx[:, 0].max()
+                zlo = ztop - max(1, int(0.12 * (ztop - idx[:, 0].min() + 1)))
+                head = idx[idx[:, 0] >= zlo]
+                c = head.mean(axis=0)
+                c[0] = max(ztop - 0.5 * (ztop - zlo) * 2.2, idx[:, 0].min())
+                return np.round(c).astype(int)
+    return np.asarray(shape) // 2
+
+
+def save_overlay(
+    image: sitk.Image,
+    labels: sitk.Image | None,
+    path: str | os.PathLike[str],
+    *,
+    center_xyz: Sequence[float] | None = None,
+    title: str | None = None,
+    window: tuple[float, float] = (250.0, 1400.0),
+    label_names: dict[int, str] | None = None,
+    dpi: int = 110,
+) -> Path:
+    """Save a PNG of three orthogonal slices of ``image`` with the contours of ``labels``.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        CT [HU], 3D.
+    labels : SimpleITK.Image, optional
+        Label map on the same grid (0 background); each non-zero value gets a contour of its own colour.
+    path : path
+        Destination PNG (written atomically; parent folders are created).
+    center_xyz : (3,) sequence of float, optional
+        World point [mm, LPS] the three planes pass through; by default the right femoral head (label 1).
+    title : str, optional
+        Title above the panels.
+    window : (2,) tuple of float
+        Display window level and width [HU]; the default shows bone and soft tissue together.
+    label_names : dict, optional
+        Legend names by label value (default: femurseg's femur labels).
+    dpi : int
+        Resolution of the PNG.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    if image.GetDimension() != 3:
+        raise InputError(f"the overlay needs a 3D image, not {image.GetDimension()}D")
+    ct = array_of(image).astype(np.float32)
+    grid = grid_of(image)
+    lab = None
+    if labels is not None:
+        if labels.GetSize() != image.GetSize():
+            raise InputError(f"labels size {labels.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
+        lab = array_of(labels)
+    if center_xyz is None:
+        c = _default_center(lab, ct.shape)
+    else:
+        c = np.round(grid.world_to_index(np.asarray(center_xyz, float))).astype(int)
+    c = np.clip(c, 0, np.asarray(ct.shape) - 1)
+    dz, dy, dx = grid.spacing_zyx
+    nz, ny, nx = ct.shape
+    lo, hi = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
+    names = label_names or {k: v for k, v in LABEL_NAMES.items() if k}
+
+    # (picture, labels, extent (left, right, bottom, top) in mm, axis names, side letters (left, right))
+    axial = (ct[c[0]], None if lab is None else lab[c[0]], (0, nx * dx, ny * dy, 0), ("R", "L"), "axial")
+    coronal = (ct[::-1, c[1], :], None if lab is None else lab[::-1, c[1], :], (0, nx * dx, 0, nz * dz), ("R", "L"),
+               "coronal")
+    sagittal = (ct[::-1, :, c[2]], None if lab is None else lab[::-1, :, c[2]], (0, ny * dy, 0, nz * dz), ("A", "P"),
+                "sagittal")
+    widths = [nx * dx, nx * dx, ny * dy]
+    heights = [ny * dy, nz * dz, nz * dz]
+    scale = 9.0 / max(heights)
+    fig, axes = plt.subplots(1, 3, figsize=(sum(widths) * scale * 0.42 + 0.6, max(heights) * scale * 0.48 + 0.9),
+                             gridspec_kw={"width_ratios": widths}, facecolor="black")
+    for ax, (pic, lb, ext, letters, name) in zip(axes, (axial, coronal, sagittal)):
+        ax.imshow(pic, cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
+        if lb is not None:
+            for value in sorted(int(v) for v in np.unique(lb) if v):
+                colour = LABEL_COLOURS.get(value, "#ffffff")
+                mask = (lb == value).astype(float)
+                ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.9, origin="upper", extent=ext)
+        ax.set_axis_off()
+        ax.set_title(name, color="white", fontsize=9)
+        ax.text(0.02, 0.5, letters[0], transform=ax.transAxes, color="yellow", fontsize=12, weight="bold", va="center")
+        ax.text(0.98, 0.5, letters[1], transform=ax.transAxes, color="yellow", fontsize=12, weight="bold", va="center",
+                ha="right")
+    if lab is not None:
+        handles = [Line2D([0], [0], color=LABEL_COLOURS.get(k, "#ffffff"), lw=2) for k in names]
+        fig.legend(handles, list(names.values()), loc="lower center", ncol=len(names), frameon=False,
+                   labelcolor="white", fontsize=8)
+    if title:
+        fig.suptitle(title, color="white", fontsize=10)
+    fig.text(0.99, 0.01, f"W {window[1]:.0f} L {window[0]:.0f}", color="gray", fontsize=7, ha="right")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, facecolor="black", bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -126,3 +126,21 @@ def test_two_process_ddp_matches_one_process(finished_run: Path, tiny_cohort: Pa
     meta = json.loads((run / "config.json").read_text())
     assert meta["world_size"] == 2
     load_bundle(run / "model")
+
+
+def test_locator_task_trains_on_whole_scans(tiny_cohort: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    base = tiny_config()
+    cfg = base.with_(
+        network=replace(base.network, out_channels=3),
+        preprocessing=replace(base.preprocessing, task="locate", target_spacing_zyx=(4.0, 4.0, 4.0)),
+        steps=2, val_every=2,
+    )
+    run = tmp_path / "loc"
+    fit(cfg, data_dir=tiny_cohort, run_dir=run, progress=False)
+    bundle = load_bundle(run / "model")
+    assert bundle.preprocessing.task == "locate"
+    assert bundle.meta["labels"] == {"background": 0, "right femur": 1, "left femur": 2}
+    rows = _log(run)
+    assert rows[-1]["val_dice_right"] and rows[-1]["val_dice_left"]

@@ -110,6 +110,9 @@ class PatchDataset(torch.utils.data.Dataset):
     seed : int
     length : int
         Number of patches (steps × global batch).
+    roi_jitter_mm : float, optional
+        ROI box jitter [mm]; default ``augmentation.roi_jitter_mm`` (0 for a whole-scan locator, whose "box" is
+        the scan).
 
     Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices.
     """
@@ -125,6 +128,7 @@ class PatchDataset(torch.utils.data.Dataset):
         num_classes: int,
         seed: int,
         length: int,
+        roi_jitter_mm: float | None = None,
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
@@ -139,6 +143,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.seed = int(seed)
         self.length = int(length)
+        self.roi_jitter_mm = float(augmentation.roi_jitter_mm if roi_jitter_mm is None else roi_jitter_mm)
         self.augmenter = Augmenter(
             augmentation, patch_size_zyx=self.patch, spacing_zyx=spacings.pop(), hu_window=self.hu_window
         )
@@ -154,7 +159,7 @@ class PatchDataset(torch.utils.data.Dataset):
         t0 = time.perf_counter()
         rng = patch_rng(self.seed, index)
         place = choose_place(
-            self.volumes, foreground_fraction=self.foreground_fraction, jitter_mm=self.augmentation.roi_jitter_mm, rng=rng
+            self.volumes, foreground_fraction=self.foreground_fraction, jitter_mm=self.roi_jitter_mm, rng=rng
         )
         vol = self.volumes[place.volume]
         draw = self.augmenter.draw_spatial(rng)

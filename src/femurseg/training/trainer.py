@@ -401,6 +401,7 @@ def fit(
             train_vol, patch_size_zyx=tuple(pp.patch_size_zyx), hu_window=tuple(pp.hu_window),
             augmentation=config.augmentation, foreground_fraction=config.foreground_fraction,
             num_classes=num_classes, seed=config.seed, length=config.steps * config.batch_size,
+            roi_jitter_mm=config.augmentation.roi_jitter_mm if pp.task == "femur" else 0.0,
         )
         sampler = _StepBatches(start=start, steps=config.steps, batch_size=config.batch_size,
                                rank=dist_info.rank, world_size=dist_info.world_size)

@@ -144,3 +144,13 @@ def test_locator_task_trains_on_whole_scans(tiny_cohort: Path, tmp_path: Path) -
     assert bundle.meta["labels"] == {"background": 0, "right femur": 1, "left femur": 2}
     rows = _log(run)
     assert rows[-1]["val_dice_right"] and rows[-1]["val_dice_left"]
+
+
+def test_without_validation_the_last_weights_are_exported(tiny_cohort: Path, tmp_path: Path) -> None:
+    run = tmp_path / "noval"
+    fit(tiny_config(steps=2, val_fraction=0.0), data_dir=tiny_cohort, run_dir=run, progress=False)
+    last = _weights(run / "checkpoints" / "last.pt")
+    exported = load_bundle(run / "model").model.state_dict()
+    assert all(torch.equal(exported[k], last[k]) for k in last)
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert json.loads((run / "config.json").read_text())["val_cases"] == []

@@ -347,11 +347,15 @@ def fit(
         pp = config.preprocessing
         cache = run_dir / "cache"
         # Rank 0 prepares (and caches) the cases; the others then read the cache.
+        volumes: list[Volume] = []
         if dist_info.is_main:
-            prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache, progress=progress)
+            volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache, progress=progress)
         barrier(dist_info)
-        train_vol = prepare_volumes(train_rec, preprocessing=pp, context_mm=context_mm, cache_dir=cache)
-        val_vol = prepare_volumes(val_rec, preprocessing=pp, context_mm=context_mm, cache_dir=cache)
+        if not dist_info.is_main:
+            volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache)
+        val_ids = {r.case_id for r in val_rec}
+        train_vol = [v for v in volumes if v.case_id not in val_ids]
+        val_vol = [v for v in volumes if v.case_id in val_ids]
         if not train_vol:
             raise InputError(f"{data_dir}: no femur in the training cases")
         log.info("training on %d cases (%d volumes), validating on %d cases; device %s, %d rank(s)",

@@ -465,6 +465,11 @@ class _Pelvis:
             self.cup_axis = math.cos(av) * (math.sin(inc) * lateral + math.cos(inc) * inferior) + math.sin(av) * anterior
             self.r_in = p.head_radius_mm + p.joint_space_mm
             self.r_out = self.r_in + p.cup_thickness_mm
+            # The roof (sourcil, supra-acetabular bone) is thicker than the medial wall: the outer sphere of the
+            # cup is shifted upwards (and a little laterally and posteriorly: the posterior wall is the thicker)
+            # by 0.3 head radii.
+            roof = np.array([-0.25, 0.4, 1.0])
+            self.roof_shift = 0.3 * p.head_radius_mm * roof / np.linalg.norm(roof)
             self.cortex_mm = 1.3
         else:
             self.cortex_mm = 1.0
@@ -490,20 +495,21 @@ class _Pelvis:
         d = q - self.hip.astype(np.float32)[:, None]
         r = np.sqrt((d * d).sum(axis=0))
         ax = self.cup_axis
-        cap = np.maximum(r - np.float32(self.r_out),
+        e = d - self.roof_shift.astype(np.float32)[:, None]
+        cap = np.maximum(np.sqrt((e * e).sum(axis=0)) - np.float32(self.r_out),
                          d[0] * np.float32(ax[0]) + d[1] * np.float32(ax[1]) + d[2] * np.float32(ax[2])
                          - np.float32(0.05 * self.r_out))
-        sdf = _smin(sdf, cap, np.float32(4.0))
+        sdf = _smin(sdf, cap, np.float32(6.0))
         sdf = np.maximum(sdf, np.float32(self.r_in) - r)
         # Keep the whole femur at least the joint space away. Points already well outside the pelvis can only
         # move further out, so the femur is evaluated where it can change what matters.
-        near = np.nonzero((r < np.float32(self.r_out + 70.0)) & (sdf < np.float32(6.0)))[0]
+        near = np.nonzero((r < np.float32(self.r_out + 80.0)) & (sdf < np.float32(6.0)))[0]
         if len(near):
             f = self.femur.eval_soa(np.ascontiguousarray(world[:, near]), fields=False)
             sdf[near] = np.maximum(sdf[near], np.float32(self.p.joint_space_mm) - f)
         if not fields:
             return sdf
-        cortex = (np.float32(1.3) + np.float32(0.7) * (1.0 - smoothstep(r, self.r_out, self.r_out + 12.0)))
+        cortex = (np.float32(1.3) + np.float32(0.7) * (1.0 - smoothstep(r, self.r_in + 2.0, self.r_in + 12.0)))
         return sdf, cortex.astype(np.float32), np.ones(sdf.shape, np.float32)
 
     def world_surface_points(self) -> np.ndarray:

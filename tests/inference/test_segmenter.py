@@ -1,0 +1,165 @@
+"""The Segmenter end to end on synthetic hips with tiny trained bundles: geometry, sides, summary, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from femurseg.errors import InputError, ModelError, NoFemurFound
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
+
+
+def _rotation(ax: float, az: float) -> tuple[float, ...]:
+    cx, sx, cz, sz = math.cos(ax), math.sin(ax), math.cos(az), math.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return tuple((rz @ rx).ravel())
+
+
+DIRECTIONS = {
+    "identity": (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    "flipped": (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS-stored, as NIfTI files from many tools
+    "oblique": _rotation(math.radians(12), math.radians(20)),
+    "permuted": (0, 1, 0, 1, 0, 0, 0, 0, -1),  # array x is world y, array z points inferior
+}
+
+
+def _same_geometry(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetSize() == b.GetSize()
+    assert a.GetSpacing() == b.GetSpacing()
+    assert a.GetOrigin() == b.GetOrigin()
+    assert a.GetDirection() == b.GetDirection()
+
+
+@pytest.mark.parametrize("name", sorted(DIRECTIONS))
+def test_mask_has_the_scan_geometry_and_both_femurs(segmenter, synthetic, name) -> None:
+    image, truth = synthetic.synthetic_hip(seed=11, direction=DIRECTIONS[name])
+    result = segmenter.segment(image)
+    _same_geometry(result.mask, image)
+    assert result.mask.GetPixelID() == sitk.sitkUInt8
+    mask, true = sitk.GetArrayFromImage(result.mask), sitk.GetArrayFromImage(truth)
+    assert set(np.unique(mask)) == {0, 1, 2}
+    for value in (1, 2):
+        assert _dice(mask == value, true == value) > 0.9, (name, value)
+
+
+def test_mirrored_scan_gives_the_mirrored_mask_with_sides_swapped(segmenter, synthetic) -> None:
+    image, _ = synthetic.synthetic_hip(seed=12)
+    arr = sitk.GetArrayFromImage(image)
+    mirrored = sitk.GetImageFromArray(np.ascontiguousarray(arr[..., ::-1]))
+    mirrored.CopyInformation(image)  # the grid is centred on x = 0: the array flip mirrors the world about x = 0
+    a = sitk.GetArrayFromImage(segmenter.segment(image).mask)
+    b = sitk.GetArrayFromImage(segmenter.segment(mirrored).mask)[..., ::-1]
+    swapped = np.choose(b, [0, 2, 1]).astype(np.uint8)
+    for value in (1, 2):
+        assert _dice(a == value, swapped == value) > 0.97
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_one_hip_scan_labels_only_that_side(segmenter, synthetic, side) -> None:
+    image, truth = synthetic.synthetic_hip(seed=13, sides=(side,))
+    result = segmenter.segment(image)
+    mask = sitk.GetArrayFromImage(result.mask)
+    value, other = (1, 2) if side == "right" else (2, 1)
+    assert not (mask == other).any()
+    assert _dice(mask == value, sitk.GetArrayFromImage(truth) == value) > 0.9
+    sides = result.summary["sides"]
+    other_side = "left" if side == "right" else "right"
+    assert sides[side]["present"] and not sides[other_side]["present"]
+
+
+@pytest.mark.parametrize("kind", ["soft tissue only", "pelvis without femurs"])
+def test_scan_without_femur_raises_no_femur_found(segmenter, synthetic, kind) -> None:
+    if kind == "soft tissue only":
+        arr = np.where(np.random.default_rng(0).random((40, 48, 48)) < 2, 40, 0).astype(np.int16)
+        image = sitk.GetImageFromArray(arr)
+        image.SetSpacing((2.0, 2.0, 2.0))
+    else:
+        image, _ = synthetic.synthetic_hip(seed=14, sides=())
+    with pytest.raises(NoFemurFound) as err:
+        segmenter.segment(image)
+    assert err.value.exit_code == 3
+
+
+def test_summary_volumes_confidence_and_provenance(segmenter, synthetic, tiny_bundles) -> None:
+    image, truth = synthetic.synthetic_hip(seed=15)
+    result = segmenter.segment(image, probabilities=True)
+    s = json.loads(json.dumps(result.summary))  # JSON-able
+    true = sitk.GetArrayFromImage(truth)
+    voxel_ml = 8.0 / 1000.0
+    mask = sitk.GetArrayFromImage(result.mask)
+    for side, value in (("right", 1), ("left", 2)):
+        f = s["sides"][side]
+        assert f["present"] and f["label"] == value
+        assert f["voxels"] == int((mask == value).sum())
+        assert f["volume_ml"] == pytest.approx(f["voxels"] * voxel_ml)
+        assert f["volume_ml"] == pytest.approx((true == value).sum() * voxel_ml, rel=0.1)
+        assert 0.5 <= f["confidence"] <= 1.0
+        zyx = np.argwhere(mask == value)
+        assert f["bbox_index_xyz"]["start"] == zyx.min(axis=0)[::-1].tolist()
+        assert f["bbox_index_xyz"]["end"] == zyx.max(axis=0)[::-1].tolist()
+        lower, upper = np.array(f["bbox_world_xyz_mm"]["lower"]), np.array(f["bbox_world_xyz_mm"]["upper"])
+        centre = image.TransformContinuousIndexToPhysicalPoint(zyx.mean(axis=0)[::-1].tolist())
+        assert np.all(lower <= centre) and np.all(centre <= upper)
+    assert s["sides"]["right"]["bbox_world_xyz_mm"]["upper"][0] < s["sides"]["left"]["bbox_world_xyz_mm"]["lower"][0]
+    for kind in ("femur", "locator"):
+        meta = json.loads((tiny_bundles["femur" if kind == "femur" else "locate"] / "model.json").read_text())
+        assert s["models"][kind]["weights_sha256"] == meta["weights_sha256"]
+        assert s["models"][kind]["name"] == meta["name"]
+    assert s["input"]["size_xyz"] == list(image.GetSize())
+    assert s["timings_s"]["total"] >= s["timings_s"]["locate"] > 0
+    assert set(s["timings_s"]["right"]) == {"resample", "infer", "paste"}
+    # Probabilities: on the scan's grid, in [0, 1], and the mask is their thresholded, cleaned version.
+    prob = result.probabilities
+    _same_geometry(prob, image)
+    p = sitk.GetArrayFromImage(prob)
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    assert _dice(mask > 0, p >= 0.5) > 0.98
+
+
+def test_fast_and_tta_agree_with_the_default(tiny_bundles, segmenter, synthetic) -> None:
+    from femurseg.inference import Segmenter
+
+    image, _ = synthetic.synthetic_hip(seed=16, jitter=True)
+    base = sitk.GetArrayFromImage(segmenter.segment(image).mask)
+    for options in ({"fast": True}, {"tta": True}):
+        other = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", **options)
+        mask = sitk.GetArrayFromImage(other.segment(image).mask)
+        for value in (1, 2):
+            assert _dice(base == value, mask == value) > 0.95, options
+
+
+def test_public_segment_reads_a_path(tiny_bundles, synthetic, tmp_path) -> None:
+    import femurseg
+
+    image, truth = synthetic.synthetic_hip(seed=17)
+    path = tmp_path / "hip.nrrd"
+    sitk.WriteImage(image, str(path))
+    mask = femurseg.segment(path, model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu")
+    _same_geometry(mask, image)
+    assert _dice(sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(truth) > 0) > 0.9
+
+
+def test_bad_images_and_models_are_refused(segmenter, tiny_bundles, tmp_path) -> None:
+    from femurseg.inference import Segmenter
+
+    flat = sitk.Image([32, 32], sitk.sitkInt16)
+    with pytest.raises(InputError, match="3D"):
+        segmenter.segment(flat)
+    with pytest.raises(InputError):
+        segmenter.segment(tmp_path / "missing.nii.gz")
+    with pytest.raises(ModelError, match="locate"):
+        Segmenter(model=tiny_bundles["locate"], locator=tiny_bundles["locate"], device="cpu")
+    with pytest.raises(ModelError, match="femur"):
+        Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["femur"], device="cpu")
+    with pytest.raises(ModelError):
+        Segmenter(model=tmp_path / "nothing", locator=tiny_bundles["locate"], device="cpu")
+    with pytest.raises(InputError, match="device"):
+        Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="tpu")

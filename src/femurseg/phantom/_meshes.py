@@ -83,16 +83,19 @@ def _parity_along_last(tri: np.ndarray, shape: tuple[int, int, int]) -> np.ndarr
 
 
 def voxelize(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, spacing: float,
-             shape: tuple[int, int, int]) -> np.ndarray:
+             shape: tuple[int, int, int], *, robust: bool = True) -> np.ndarray:
     """Inside mask (NX, NY, NZ) of a closed or nearly closed triangle mesh on a grid (frame axes order).
 
     Rays along each axis give a parity mask; the majority of the three is kept, so a ray through one of a
-    coarse mesh's small holes (or along a non-manifold edge) does not flip a whole column.
+    coarse mesh's small holes (or along a non-manifold edge) does not flip a whole column. A watertight mesh
+    needs one direction only (``robust=False``).
     """
     # An irrational sub-voxel shift keeps rays off vertices and edges (which would be counted twice or not at all).
     shift = np.array([0.1234567, 0.2345678, 0.3456789]) * 1e-3
     idx = (np.asarray(vertices, dtype=float) - origin) / spacing + shift
     tri = idx[np.asarray(faces)]
+    if robust is False:
+        return _parity_along_last(tri, shape)
     votes = np.zeros(shape, dtype=np.uint8)
     for axis in range(3):
         order = [a for a in range(3) if a != axis] + [axis]
@@ -115,12 +118,13 @@ def sdf_from_mask(mask: np.ndarray, spacing: float, *, smooth_mm: float) -> np.n
 
 
 def mesh_sdf(vertices: np.ndarray, faces: np.ndarray, *, spacing: float, margin: float,
-             smooth_mm: float, clip: tuple[np.ndarray, np.ndarray] | None = None) -> SdfVolume:
+             smooth_mm: float, clip: tuple[np.ndarray, np.ndarray] | None = None,
+             robust: bool = True) -> SdfVolume:
     """Signed distance volume of a mesh over its bounds (optionally clipped to ``clip`` = (lo, hi)) plus ``margin``."""
     v = np.asarray(vertices, dtype=float)
     lo, hi = v.min(axis=0) - margin, v.max(axis=0) + margin
     if clip is not None:
         lo, hi = np.maximum(lo, clip[0]), np.minimum(hi, clip[1])
     shape = tuple(int(n) for n in np.ceil((hi - lo) / spacing).astype(int) + 1)
-    mask = voxelize(v, faces, lo, spacing, shape)
+    mask = voxelize(v, faces, lo, spacing, shape, robust=robust)
     return SdfVolume(sdf_from_mask(mask, spacing, smooth_mm=smooth_mm), lo, float(spacing))

@@ -95,8 +95,9 @@ class FemurTemplate:
 
     @property
     def z_cut(self) -> float:
-        """Lowest template z with voxelised data [mm]; the shaft is extruded below."""
-        return float(self.sdf.origin[2] + 2.0 * self.sdf.spacing)
+        """Template z from which the shaft is extruded [mm]: 22 mm above the voxel box's floor, where neither
+        the box's edge nor the cap of a proximal femur mesh reaches the shaft's distance field."""
+        return float(self.sdf.origin[2] + 22.0)
 
 
 def neck_angles(head_dir: np.ndarray, shaft_dir: np.ndarray) -> tuple[float, float]:
@@ -171,7 +172,7 @@ def _section_stats(sdf: SdfVolume, centre: np.ndarray, normal: np.ndarray, *, ha
     return float(keep.sum() * step * step), pts[keep].mean(axis=0)
 
 
-def femur_template_from_lps(vertices: np.ndarray, faces: np.ndarray) -> FemurTemplate:
+def femur_template_from_lps(vertices: np.ndarray, faces: np.ndarray, *, watertight: bool = False) -> FemurTemplate:
     """Build the template of a smooth right femur given in LPS-oriented axes with its head centre near the origin.
 
     Raises
@@ -185,17 +186,15 @@ def femur_template_from_lps(vertices: np.ndarray, faces: np.ndarray) -> FemurTem
         raise InputError(f"no femoral head found on the femur mesh (sphere fit radius {radius:.1f} mm); "
                          "check the mesh is a femur in millimetres")
     v = v - centre
-    top = v[:, 2].max()
     lo = np.maximum(v.min(axis=0) - 7.0, [-np.inf, -np.inf, -FEMUR_CUT_BELOW_HEAD_MM])
     hi = v.max(axis=0) + 7.0
-    if top - lo[2] < 150.0:
-        raise InputError("the femur mesh is shorter than 150 mm below the head; a proximal femur with at least "
-                         "the lesser trochanter and 80 mm of shaft is needed")
-    sdf_mesh = mesh_sdf(v, faces, spacing=FEMUR_VOXEL_MM, margin=7.0, smooth_mm=0.4, clip=(lo, hi))
+    if -v[:, 2].min() < 130.0:
+        raise InputError(f"the femur mesh reaches only {-v[:, 2].min():.0f} mm below the head centre; a proximal "
+                         "femur with at least 130 mm (lesser trochanter and 60 mm of shaft) is needed")
+    sdf_mesh = mesh_sdf(v, faces, spacing=FEMUR_VOXEL_MM, margin=7.0, smooth_mm=0.4, clip=(lo, hi),
+                        robust=not watertight)
     shape = sdf_mesh.values.shape
     axes = [sdf_mesh.origin[i] + FEMUR_VOXEL_MM * np.arange(shape[i], dtype=np.float32) for i in range(3)]
-    gx, gy, gz = np.meshgrid(*axes, indexing="ij", sparse=True)
-    dist_c = np.sqrt(gx * gx + gy * gy + gz * gz).astype(np.float32)
 
     # Shaft axis: a line through the centroids of cross-sections well below the trochanters.
     zs = np.arange(-85.0, max(-200.0, lo[2] + 12.0), -4.0)
@@ -259,9 +258,20 @@ def femur_template_from_lps(vertices: np.ndarray, faces: np.ndarray) -> FemurTem
     neck_base = t_neck * neck_dir
 
     # The head: an exact sphere where the neck coordinate is below ~0.6 R, blended into the mesh by 0.85 R.
+    # (only the sub-box around the head is touched: elsewhere the weight is 0)
+    sdf_vals = sdf_mesh.values.copy()
+    reach = radius + 8.0
+    sub = []
+    for i in range(3):
+        a = max(int(np.floor((-reach - sdf_mesh.origin[i]) / FEMUR_VOXEL_MM)), 0)
+        b = min(int(np.ceil((reach - sdf_mesh.origin[i]) / FEMUR_VOXEL_MM)) + 1, shape[i])
+        sub.append(slice(a, b))
+    gx, gy, gz = np.meshgrid(*(axes[i][sub[i]] for i in range(3)), indexing="ij", sparse=True)
+    dist_c = np.sqrt(gx * gx + gy * gy + gz * gz).astype(np.float32)
     nu = (gx * neck_dir[0] + gy * neck_dir[1] + gz * neck_dir[2]).astype(np.float32)
     w_sphere = 1.0 - smoothstep(nu, 0.6 * radius, 0.85 * radius)
-    sdf_vals = (w_sphere * (dist_c - np.float32(radius)) + (1.0 - w_sphere) * sdf_mesh.values).astype(np.float32)
+    box = tuple(sub)
+    sdf_vals[box] = w_sphere * (dist_c - np.float32(radius)) + (1.0 - w_sphere) * sdf_vals[box]
     sdf = SdfVolume(sdf_vals, sdf_mesh.origin, FEMUR_VOXEL_MM)
 
     nsa, av = neck_angles(-neck_dir, shaft_dir)
@@ -312,7 +322,7 @@ def _femur_interior(sdf: SdfVolume, radius: float, neck_dir: np.ndarray, neck_ba
 def femur_template() -> FemurTemplate:
     """The bundled right femur as a template (smoothed by two Loop subdivisions), cached per process."""
     mesh = load_bundled_mesh("femur_r").subdivide_loop(iterations=2)
-    return femur_template_from_lps(mesh.vertices @ OPENSIM_TO_LPS.T, mesh.faces)
+    return femur_template_from_lps(mesh.vertices @ OPENSIM_TO_LPS.T, mesh.faces, watertight=mesh.is_watertight)
 
 
 @dataclass(frozen=True)

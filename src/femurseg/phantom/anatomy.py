@@ -338,7 +338,7 @@ class _Femur:
         amp *= params.deformation_mm * math.sqrt(2.0 / n_modes) / math.sqrt(3.0)
         self.wave_amp = amp.astype(np.float32)
 
-        self.below_cut = float((template.shaft_point[2] - (template.sdf.origin[2] + 10.0)) / -template.shaft_dir[2])
+        self.below_cut = float((template.shaft_point[2] - template.z_cut) / -template.shaft_dir[2])
 
     # -- maps
     def _shaft_forward(self, t: np.ndarray) -> np.ndarray:

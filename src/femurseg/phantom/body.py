@@ -179,6 +179,8 @@ class BodyModel:
     compress_mm: float
     septa_deg: tuple[float, ...]
     septa_slope: tuple[float, ...]
+    septa_len: tuple[float, ...]
+    septa_z: tuple[tuple[float, float], ...]  # centre offset from the head's level and half-extent along z
     septum_width: float
     septum_wiggle: tuple[float, float, float]
     glut_septum_mm: float
@@ -308,6 +310,9 @@ def sample_body(
         compress_mm=float(rng.uniform(3.0, 8.0) + 0.15 * fat),
         septa_deg=tuple(float(s) for s in septa),
         septa_slope=slopes,
+        septa_len=tuple(float(v) for v in rng.uniform(25.0, 75.0, size=len(septa)) * mus),
+        septa_z=tuple((float(a), float(b)) for a, b in zip(rng.uniform(-50.0, 40.0, size=len(septa)),
+                                                          rng.uniform(25.0, 70.0, size=len(septa)))),
         septum_width=float(rng.uniform(1.0, 2.5) + 0.02 * fat),
         septum_wiggle=(float(rng.uniform(0.05, 0.2)), float(rng.uniform(15.0, 35.0)), float(rng.uniform(0, 2 * math.pi))),
         glut_septum_mm=float(rng.uniform(22.0, 38.0) * mus),
@@ -493,10 +498,34 @@ def render_soft_tissue(
     # along z, at least a thin muscle layer behind the bones.
     y_post = np.maximum(by1 + 15.0, float(np.max(by1 + body.margin_post)) - 6.0)
     cy = 0.5 * (np.median(y_ant) + np.median(y_post))
-    trunk = _Polar(X, Y, cx, cy)
-    fatf = _fat_factor(trunk.theta_bins, body.fat_harmonics) * body.fat_mm
-    # The patient rests on the phantom (or pad): the back flattens against it.
     y_rest = float(np.max(y_post + body.fat_mm * (1.0 + body.fat_harmonics[0]))) - body.compress_mm
+
+    # Objects under the patient: z-invariant, drawn once on the whole plane.
+    under_code, under_frac = _under_patient(body, X, Y, y_rest, h)
+    bg_hu = lut[under_code] * under_frac + lut[_AIR] * (1.0 - under_frac)
+    bg_cls = _CLASS_OF[np.where(under_frac >= 0.5, under_code, np.uint8(_AIR))]
+
+    # Everything else lies in the body's bounding box: work on that crop only.
+    fat_max = body.fat_mm * 2.0 + 5.0
+    x_lo = cx - float(half_w.max()) - fat_max - 60.0
+    x_hi = cx + float(half_w.max()) + fat_max + 60.0
+    y_lo = float(y_ant.min()) - fat_max
+    y_hi = y_rest + 2.0 * h
+    c0, c1 = (int(np.clip(np.searchsorted(xs, v), 0, nx)) for v in (x_lo, x_hi))
+    r0, r1 = (int(np.clip(np.searchsorted(ys, v), 0, ny)) for v in (y_lo, y_hi))
+    out_hu = np.empty(grid.shape_zyx, np.float32)
+    out_cls = np.empty(grid.shape_zyx, np.uint8)
+    out_hu[:] = bg_hu
+    out_cls[:] = bg_cls
+    if c1 <= c0 or r1 <= r0:
+        return out_hu, out_cls
+    Xc, Yc = X[:, c0:c1], Y[r0:r1, :]
+    shape = (r1 - r0, c1 - c0)
+    bg_hu_c, under_c = bg_hu[r0:r1, c0:c1], under_code[r0:r1, c0:c1]
+    under_frac_c = under_frac[r0:r1, c0:c1]
+
+    trunk = _Polar(Xc, Yc, cx, cy)
+    fatf = _fat_factor(trunk.theta_bins, body.fat_harmonics) * body.fat_mm
 
     # Thighs (below the perineum): superellipses around each femoral shaft.
     thighs = {}
@@ -511,25 +540,35 @@ def render_soft_tissue(
         # The femur lies anterolateral in the thigh: the thigh's centre is medial and posterior to it.
         tcx = float(c[0] - lat * 12.0)
         tcy = float(c[1] + 8.0)
-        thighs[side] = (_Polar(X, Y, tcx, tcy), tcx, tcy, c, sd)
+        thighs[side] = (_Polar(Xc, Yc, tcx, tcy), tcx, tcy, c, sd)
 
+    # Muscle compartments around each hip, on a window around the hip only.
+    reach = max(body.septa_len) + max(body.head_radius.values()) + 10.0
     hips = {}
     for side in ("right", "left"):
         hx, hy = body.head_xy[side]
         lat = -1.0 if side == "right" else 1.0
-        hips[side] = _Polar(X, Y, hx, hy, lateral_sign=lat, wiggle=body.septum_wiggle)
-    right_half = X < cx
-
-    # Objects under the patient: z-invariant, drawn once.
-    under_code, under_frac = _under_patient(body, X, Y, y_rest, h)
+        wc = slice(int(np.clip(np.searchsorted(xs, hx - reach), c0, c1)) - c0,
+                   int(np.clip(np.searchsorted(xs, hx + reach), c0, c1)) - c0)
+        if side == "right":
+            wc = slice(wc.start, min(wc.stop, int(np.searchsorted(xs, cx)) - c0))
+        else:
+            wc = slice(max(wc.start, int(np.searchsorted(xs, cx)) - c0), wc.stop)
+        wr = slice(int(np.clip(np.searchsorted(ys, hy - reach), r0, r1)) - r0,
+                   int(np.clip(np.searchsorted(ys, hy + reach), r0, r1)) - r0)
+        if wc.stop <= wc.start or wr.stop <= wr.start:
+            continue
+        hips[side] = (wr, wc, _Polar(Xc[:, wc], Yc[wr, :], hx, hy, lateral_sign=lat, wiggle=body.septum_wiggle))
 
     cav_x, cav_y, cav_a, cav_b = body.cavity
-    cav_q = ((X - cav_x) / cav_a) ** 2 + ((Y - cav_y) / cav_b) ** 2
+    cav_q = (np.abs((Xc - cav_x) / cav_a) ** 2.4 + np.abs((Yc - cav_y) / cav_b) ** 2.0).astype(np.float32)
 
-    out_hu = np.empty(grid.shape_zyx, np.float32)
-    out_cls = np.empty(grid.shape_zyx, np.uint8)
     theta_b = trunk.theta_bins
     skin_mm = 1.8
+    septa_deg = np.asarray(body.septa_deg)
+    septa_slope = np.asarray(body.septa_slope)
+    septa_len = np.asarray(body.septa_len)
+    septa_z = np.asarray(body.septa_z)
     for k in range(nz):
         z = float(zs[k])
         r_lean = _superellipse_radius(theta_b, cx, 0.5 * (y_ant[k] + y_post[k]), cx, cy, half_w[k],
@@ -560,55 +599,63 @@ def render_soft_tissue(
         if z < body.hip_z + 25.0:
             depth = body.cleft_depth * min(1.0, (body.hip_z + 25.0 - z) / 30.0)
             y_back = float(np.max(y_post)) + body.fat_mm
-            notch = (np.abs(X - cx) - 1.0 - 0.35 * np.maximum(Y - (y_back - depth), 0.0))
-            notch = np.where(Y > y_back - depth, notch, np.float32(1e3))
+            notch = (np.abs(Xc - cx) - 1.0 - 0.35 * np.maximum(Yc - (y_back - depth), 0.0))
+            notch = np.where(Yc > y_back - depth, notch, np.float32(1e3))
             outer = np.maximum(outer, -notch)
-        outer = np.maximum(outer, Y - y_rest)
-        lean = np.maximum(lean, Y - (y_rest - 4.0))
+        outer = np.maximum(outer, Yc - y_rest)
+        lean = np.maximum(lean, Yc - (y_rest - 4.0))
 
         code = np.where(lean < 0, np.uint8(_MUSCLE), np.uint8(_FAT))
         code[outer > -skin_mm] = _SKIN
 
-        # Intermuscular fat planes around each hip: radial septa and the gluteal fascia.
+        # Intermuscular fat planes around each hip: short curved septa between the muscle bellies, each present
+        # over its own range of levels, and the fascia between gluteus maximus and medius.
         w = body.septum_width
-        for side in ("right", "left"):
-            pol = hips[side]
+        for side, (wr, wc, pol) in hips.items():
             hz = body.head_z[side]
-            ang = np.deg2rad(np.asarray(body.septa_deg) + np.asarray(body.septa_slope) * (z - hz))
-            dth = np.abs((theta_b[:, None] - ang[None, :] + math.pi) % (2 * math.pi) - math.pi).min(axis=1)
+            on = np.abs(z - hz - septa_z[:, 0]) < septa_z[:, 1]
+            if not on.any():
+                continue
+            ang = np.deg2rad(septa_deg[on] + septa_slope[on] * (z - hz))
+            dth_all = np.abs((theta_b[:, None] - ang[None, :] + math.pi) % (2 * math.pi) - math.pi)
+            which = dth_all.argmin(axis=1)
+            dth = dth_all[np.arange(len(theta_b)), which]
             rcrit = (0.5 * w / np.maximum(dth, 1e-4)).astype(np.float32)
+            rmax = (body.head_radius[side] + septa_len[on][which]).astype(np.float32)
             rmin = body.head_radius[side] + 6.0
-            sel = right_half if side == "right" else ~right_half
-            sept = (pol.r < rcrit[pol.idx]) & (pol.r > rmin) & sel & (lean < -2.0)
-            # Gluteus maximus over medius/minimus: a fascial plane parallel to the skin, posterolaterally.
-            th = theta_b[pol.idx]
-            glut = (np.abs(lean + body.glut_septum_mm) < 0.5 * w) & (th > 0.1) & (th < 2.3) & sel & (z > body.perineum_z)
-            code[sept | glut] = _FAT
+            lw = lean[wr, wc]
+            r_bin = pol.r
+            sept = (r_bin < rcrit[pol.idx]) & (r_bin > rmin) & (r_bin < rmax[pol.idx]) & (lw < -2.0)
+            if abs(z - hz) < 45.0 and z > body.perineum_z:
+                th = theta_b[pol.idx]
+                sept |= (np.abs(lw + body.glut_septum_mm) < 0.5 * w) & (th > 0.35) & (th < 1.75)
+            sub = code[wr, wc]
+            sub[sept] = _FAT
 
-        # Pelvic cavity (true pelvis), above the perineum.
+        # Pelvic cavity (true pelvis and ischioanal fossae), above the perineum.
         if z > body.perineum_z:
             taper = min(1.0, (z - body.perineum_z) / 20.0)
             inside = (cav_q < taper) & (lean < -3.0)
             code[inside] = _INNER_FAT
             rx, ry, rr = body.rectum
-            rq = (X - rx) ** 2 + (Y - ry) ** 2
+            rq = (Xc - rx) ** 2 + (Yc - ry) ** 2
             code[(rq < rr * rr) & inside] = _ORGAN
             bxc, byc, bzc, bax, bay, baz = body.bladder
             if bax > 0:
                 qz = ((z - bzc) / baz) ** 2
                 if qz < 1:
-                    s = math.sqrt(1 - qz)
-                    bq = ((X - bxc) / (bax * s)) ** 2 + ((Y - byc) / (bay * s)) ** 2
+                    s_ = math.sqrt(1 - qz)
+                    bq = ((Xc - bxc) / (bax * s_)) ** 2 + ((Yc - byc) / (bay * s_)) ** 2
                     code[(bq < 1) & (lean < -3.0)] = _BLADDER
             elif z < body.hip_z:
                 # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
-                pq = ((X - rx) / 16.0) ** 2 + ((Y - (ry - rr - 14.0)) / 13.0) ** 2
+                pq = ((Xc - rx) / 16.0) ** 2 + ((Yc - (ry - rr - 14.0)) / 13.0) ** 2
                 code[(pq < 1) & inside] = _ORGAN
             for gx, gy, gz, gr in body.gas:
                 dzg = z - gz
                 if abs(dzg) < gr:
                     rg = math.sqrt(gr * gr - dzg * dzg)
-                    code[((X - gx) ** 2 + (Y - gy) ** 2 < rg * rg) & (lean < -3.0)] = _GAS
+                    code[((Xc - gx) ** 2 + (Yc - gy) ** 2 < rg * rg) & (lean < -3.0)] = _GAS
 
         # Femoral vessels, anteromedial to each hip, running up medially and posteriorly into the pelvis.
         for side, dmed, dant, vr in body.vessels:
@@ -618,7 +665,7 @@ def render_soft_tissue(
             up = max(dzv, 0.0)
             vx = hx + med * (dmed + 0.25 * up) - med * 0.05 * min(dzv, 0.0)
             vy = hy - dant + 0.3 * up
-            d2 = (X - vx) ** 2 + (Y - vy) ** 2
+            d2 = (Xc - vx) ** 2 + (Yc - vy) ** 2
             inner = (d2 < vr * vr) & (lean < -1.0)
             sheath = (d2 < (vr + 1.5) ** 2) & (lean < -1.0) & ~inner & (code == _MUSCLE)
             code[sheath] = _FAT
@@ -628,19 +675,18 @@ def render_soft_tissue(
         for side in ("right", "left"):
             hx, hy = body.head_xy[side]
             dzh = z - body.head_z[side]
-            r0 = body.head_radius[side] - 1.0
-            r1 = body.head_radius[side] + body.joint_space[side] + 1.0
-            if abs(dzh) < r1:
-                d2 = (X - hx) ** 2 + (Y - hy) ** 2 + dzh * dzh
-                code[(d2 < r1 * r1) & (d2 > r0 * r0)] = _CARTILAGE
+            ra = body.head_radius[side] - 1.0
+            rb = body.head_radius[side] + body.joint_space[side] + 1.0
+            if abs(dzh) < rb:
+                d2 = (Xc - hx) ** 2 + (Yc - hy) ** 2 + dzh * dzh
+                code[(d2 < rb * rb) & (d2 > ra * ra)] = _CARTILAGE
 
         # Partial volume at the skin: the body fraction of each voxel.
         fb = np.clip(0.5 - outer / h, 0.0, 1.0)
-        tissue_hu = lut[code]
-        bg_hu = lut[under_code] * under_frac + lut[_AIR] * (1.0 - under_frac)
-        out_hu[k] = fb * tissue_hu + (1.0 - fb) * bg_hu
-        cls = np.where(fb >= 0.5, code, np.where(under_frac >= 0.5, under_code, np.uint8(_AIR)))
-        out_cls[k] = _CLASS_OF[cls]
+        out_hu[k, r0:r1, c0:c1] = fb * lut[code] + (1.0 - fb) * bg_hu_c
+        cls = np.where(fb >= 0.5, code, np.where(under_frac_c >= 0.5, under_c, np.uint8(_AIR)))
+        out_cls[k, r0:r1, c0:c1] = _CLASS_OF[cls]
+    del shape
     return out_hu, out_cls
 
 

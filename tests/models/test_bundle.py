@@ -202,6 +202,13 @@ def test_unreadable_weights_with_matching_hash(saved: tuple[Path, torch.nn.Modul
         load_bundle(path)
 
 
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99"])
+def test_unavailable_device_is_an_input_error(saved: tuple[Path, torch.nn.Module], device: str) -> None:
+    path, _ = saved
+    with pytest.raises(InputError, match="is not available here"):
+        load_bundle(path, device=device)
+
+
 def test_weights_are_plain_safetensors(saved: tuple[Path, torch.nn.Module]) -> None:
     path, model = saved
     state = load_file(str(path / "model.safetensors"))

@@ -273,6 +273,8 @@ def load_bundle(path: str | os.PathLike[str], *, device: str | torch.device = "c
     ModelError
         Missing folder or file, unreadable JSON, unsupported format version, weights whose SHA-256 differs
         from model.json ("modified or corrupted"), or an architecture that does not fit the weights.
+    InputError
+        ``device`` does not exist on this machine.
     """
     path = Path(path)
     if path.is_file() and path.name in _BUNDLE_FILES:
@@ -323,7 +325,11 @@ def load_bundle(path: str | os.PathLike[str], *, device: str | torch.device = "c
     with torch.device("meta"):
         model = VNet(config)
     model.load_state_dict(state, strict=True, assign=True)
-    model = model.to(device).eval()
+    try:
+        model = model.to(torch.device(device)).eval()
+    except (RuntimeError, AssertionError) as err:  # unknown device string, or a build without that backend
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"device {str(device)!r} is not available here ({first}); use 'cpu'") from None
     return Bundle(model=model, config=config, preprocessing=preprocessing, meta=meta, path=path)
 
 

@@ -17,7 +17,7 @@ from femurseg import __version__
 from femurseg.errors import FemursegError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("info", "evaluate", "train", "phantom")
+VERBS: tuple[str, ...] = ("info", "segment", "view", "evaluate", "train", "phantom")
 
 
 def build_parser() -> argparse.ArgumentParser:

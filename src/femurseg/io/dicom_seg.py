@@ -171,6 +171,7 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
     os.close(fd)
     try:
         seg.save_as(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a SEG is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

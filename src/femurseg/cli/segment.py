@@ -1,0 +1,244 @@
+"""``femurseg segment``: both femur masks of one scan, or of many (a folder of scans, a CSV list)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: Endings of scan files collected from a folder of scans.
+_SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_MASK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment both proximal femurs (1 right, 2 left) of hip CT scans",
+        description=(
+            "Segment both proximal femurs of hip CT scans.  One INPUT (a NIfTI/NRRD/MetaImage file or a DICOM "
+            "series folder): OUTPUT is the mask file (.nii.gz, .nii, .nrrd, .mha, .mhd, or .dcm for a DICOM SEG of "
+            "a DICOM input).  Several INPUTs, a folder of scan files, or a CSV list (column 'path', optional "
+            "'case_id'): OUTPUT is a folder that receives <case>.nii.gz masks and summary.json / summary.csv.  "
+            "Labels: 0 background, 1 right femur, 2 left femur (patient's sides).  Exit codes: 0 done, 2 bad "
+            "input, 3 no femur found."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scan file, DICOM folder, folder of scans, or CSV list")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="mask file (one input) or folder (many)")
+    p.add_argument("--model", metavar="BUNDLE", help="fine femur model bundle folder (default: the bundled model)")
+    p.add_argument("--locator", metavar="BUNDLE", help="locator model bundle folder (default: the bundled locator)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
+    p.add_argument("--fast", action="store_true", help="no window overlap: ~3x faster, slightly rougher")
+    p.add_argument("--tta", action="store_true", help="mirror-flip test-time augmentation: ~4x slower")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the femur probability map (<output>_probabilities.<ext>)")
+    p.add_argument("--summary", metavar="FILE.json", help="write the summary (volumes, confidence, timings) here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--series-uid", metavar="UID", help="for a DICOM folder with several series: the one to read")
+    p.set_defaults(func=run)
+
+
+def _ending(name: str, endings: tuple[str, ...]) -> str | None:
+    low = name.lower()
+    return next((e for e in endings if low.endswith(e) and len(low) > len(e)), None)
+
+
+def _case_name(path: Path) -> str:
+    ending = _ending(path.name, _SCAN_ENDINGS)
+    return path.name[: -len(ending)] if ending else path.name
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and _ending(p.name, _SCAN_ENDINGS) and
+                  not p.name.lower().endswith((".raw", ".zraw")))
+
+
+def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
+    """(case name, path) of every scan, and whether the run is a batch (output is a folder)."""
+    import csv
+
+    from femurseg.errors import InputError
+
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+    if len(paths) == 1:
+        p = paths[0]
+        if p.is_file() and p.suffix.lower() == ".csv":
+            with open(p, newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.DictReader(fh))
+            if not rows or "path" not in rows[0]:
+                raise InputError(f"{p}: a CSV list needs a 'path' column with one scan per row")
+            cases = []
+            for i, row in enumerate(rows, start=2):
+                scan = Path(row["path"])
+                scan = scan if scan.is_absolute() else p.parent / scan
+                if not scan.exists():
+                    raise InputError(f"{p}, line {i}: {scan}: no such file or folder")
+                cases.append(((row.get("case_id") or "").strip() or _case_name(scan), scan))
+            return _unique(cases), True
+        if p.is_dir():
+            files = _scan_files(p)
+            if files:
+                return _unique([(_case_name(f), f) for f in files]), True
+        return [(_case_name(p), p)], False
+    return _unique([(_case_name(p), p) for p in paths]), True
+
+
+def _unique(cases: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    from femurseg.errors import InputError
+
+    seen: set[str] = set()
+    for name, path in cases:
+        if name in seen:
+            raise InputError(f"two inputs are named {name!r}; give the CSV a 'case_id' column to tell them apart")
+        seen.add(name)
+    if not cases:
+        raise InputError("no scans to segment")
+    return cases
+
+
+def _probability_path(mask_path: Path) -> Path:
+    ending = _ending(mask_path.name, _MASK_ENDINGS)
+    if ending is None:  # a DICOM SEG output: probabilities go to NIfTI beside it
+        return mask_path.with_name(mask_path.stem + "_probabilities.nii.gz")
+    return mask_path.with_name(mask_path.name[: -len(ending)] + "_probabilities" + ending)
+
+
+def _check_single_output(output: Path, source: Path, overwrite: bool, probabilities: bool, summary: Path | None) -> None:
+    from femurseg.errors import InputError
+
+    if output.suffix.lower() == ".dcm":
+        if not source.is_dir():
+            raise InputError(f"{output}: a DICOM SEG output (.dcm) needs a DICOM series folder as input, not {source}")
+    elif _ending(output.name, _MASK_ENDINGS) is None:
+        raise InputError(f"{output}: unknown output type; end the name with one of {', '.join(_MASK_ENDINGS)} or .dcm")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    targets = [output] + ([_probability_path(output)] if probabilities else []) + ([summary] if summary else [])
+    for t in targets:
+        if t.exists() and not overwrite:
+            raise InputError(f"{t} exists; pass --overwrite to replace it")
+        if t.is_dir():
+            raise InputError(f"{t} is a folder; give a file name")
+
+
+def _describe(summary: dict) -> str:
+    parts = []
+    for side in ("right", "left"):
+        facts = summary["sides"][side]
+        if facts["present"]:
+            parts.append(f"{side} femur {facts['volume_ml']:.1f} mL (confidence {facts['confidence']:.2f})")
+        else:
+            parts.append(f"no {side} femur")
+    return ", ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from femurseg.config import save_json
+    from femurseg.errors import FemursegError, InputError
+
+    cases, batch = _cases(args.inputs)
+    output = Path(args.output)
+    summary_path = Path(args.summary) if args.summary else None
+    if summary_path is not None and summary_path.suffix.lower() != ".json":
+        raise InputError(f"--summary {summary_path}: give a .json file name")
+    if summary_path is not None and not summary_path.parent.is_dir():
+        raise InputError(f"--summary {summary_path}: the folder {summary_path.parent} does not exist")
+    if batch:
+        if output.exists() and not output.is_dir():
+            raise InputError(f"{output} is a file; with several inputs OUTPUT must be a folder")
+        if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+            raise InputError(f"{output} exists and is not empty; pass --overwrite to write into it")
+        if not output.parent.is_dir():
+            raise InputError(f"{output}: the folder {output.parent} does not exist")
+        if summary_path is not None and summary_path.exists() and not args.overwrite:
+            raise InputError(f"{summary_path} exists; pass --overwrite to replace it")
+    else:
+        _check_single_output(output, cases[0][1], args.overwrite, args.probabilities, summary_path)
+
+    from femurseg.inference import Segmenter
+    from femurseg.io import write_image
+
+    segmenter = Segmenter(model=args.model, locator=args.locator, device=args.device, fast=args.fast, tta=args.tta)
+
+    if not batch:
+        name, source = cases[0]
+        result = segmenter.segment(source, probabilities=args.probabilities, series_uid=args.series_uid)
+        if output.suffix.lower() == ".dcm":
+            from femurseg.io.dicom_seg import write_dicom_seg
+
+            write_dicom_seg(result.mask, source, output, series_uid=args.series_uid)
+        else:
+            write_image(result.mask, output)
+        written = [output]
+        if result.probabilities is not None:
+            written.append(write_image(result.probabilities, _probability_path(output)))
+        result.summary["outputs"] = {"mask": str(output), **({"probabilities": str(written[1])} if len(written) > 1 else {})}
+        if summary_path is not None:
+            written.append(save_json(result.summary, summary_path))
+        print(f"{source}: {_describe(result.summary)} [{result.summary['timings_s']['total']:.1f} s]")
+        print("wrote " + ", ".join(str(w) for w in written))
+        return 0
+
+    from tqdm import tqdm
+
+    output.mkdir(exist_ok=True)
+    summaries: list[dict] = []
+    rows: list[dict] = []
+    worst = 0
+    for name, source in tqdm(cases, desc="segment", unit="scan", file=sys.stderr, disable=None):
+        mask_path = output / f"{name}.nii.gz"
+        try:
+            result = segmenter.segment(source, probabilities=args.probabilities, series_uid=args.series_uid)
+        except FemursegError as err:
+            worst = max(worst, err.exit_code)
+            tqdm.write(f"femurseg: error: {source}: {err}", file=sys.stderr)
+            summaries.append({"case": name, "input": {"path": str(source)}, "error": str(err)})
+            rows.append({"case": name, "path": str(source), "status": "no femur" if err.exit_code == 3 else "error"})
+            continue
+        write_image(result.mask, mask_path)
+        outputs = {"mask": str(mask_path)}
+        if result.probabilities is not None:
+            outputs["probabilities"] = str(write_image(result.probabilities, output / f"{name}_probabilities.nii.gz"))
+        result.summary["outputs"] = outputs
+        result.summary["case"] = name
+        summaries.append(result.summary)
+        sides = result.summary["sides"]
+        rows.append({
+            "case": name, "path": str(source), "status": "ok",
+            **{f"{s}_volume_ml": round(sides[s]["volume_ml"], 3) if sides[s]["present"] else "" for s in ("right", "left")},
+            **{f"{s}_confidence": round(sides[s]["confidence"], 4) if sides[s]["present"] else "" for s in ("right", "left")},
+            "seconds": result.summary["timings_s"]["total"],
+        })
+        tqdm.write(f"{name}: {_describe(result.summary)}", file=sys.stderr)
+    save_json({"cases": summaries}, summary_path or output / "summary.json")
+    _write_csv(rows, output / "summary.csv")
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"segmented {ok} of {len(rows)} scans; masks and summary.csv in {output}"
+          + (f", summary in {summary_path}" if summary_path else ""))
+    return worst
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+    import os
+    import tempfile
+
+    columns = ["case", "path", "status", "right_volume_ml", "left_volume_ml", "right_confidence", "left_confidence",
+               "seconds"]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,92 @@
+"""``femurseg view``: a PNG of axial, coronal and sagittal slices through each femoral head, mask contours on top."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "view",
+        help="picture of a femur mask over its scan (slices through each femoral head)",
+        description=(
+            "Draw axial, coronal and sagittal slices through each femoral head of MASK (1 right, 2 left femur) "
+            "over the scan INPUT, with the mask's contours; one row per femur, written to a PNG."
+        ),
+    )
+    p.add_argument("mask", metavar="MASK", help="label mask (e.g. the output of femurseg segment)")
+    p.add_argument("--image", required=True, metavar="INPUT", help="the scan the mask belongs to (file or DICOM folder)")
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="picture to write (.png)")
+    p.add_argument("--series-uid", metavar="UID", help="for a DICOM folder with several series: the one to read")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from femurseg.errors import InputError
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise InputError(f"{output}: the picture must be a .png file")
+    if output.exists() and not args.overwrite:
+        raise InputError(f"{output} exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: the folder {output.parent} does not exist")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    from femurseg.inference.landmarks import femoral_head_centers
+    from femurseg.io import read_image
+    from femurseg.viz.overlay import save_overlay
+
+    image = read_image(args.image, series_uid=args.series_uid)
+    mask = read_image(args.mask)
+    _check_same_grid(mask, image, args.mask)
+    centers = femoral_head_centers(mask)
+    found = {side: c for side, c in centers.items() if c is not None}
+    if not found:
+        raise InputError(f"{args.mask}: no femur label (1 right, 2 left) in this mask; nothing to show")
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".view-") as tmp:
+        for side, centre in found.items():
+            png = save_overlay(image, mask, Path(tmp) / f"{side}.png", center_xyz=[float(v) for v in centre],
+                               title=f"{side} femoral head at ({', '.join(f'{v:.0f}' for v in centre)}) mm LPS")
+            rows.append(mpimg.imread(png)[..., :3])
+        width = max(r.shape[1] for r in rows)
+        picture = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        fd, part = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
+        os.close(fd)
+        try:
+            mpimg.imsave(part, picture)
+            os.chmod(part, 0o644)  # mkstemp makes 0600 files; pictures are for sharing
+            os.replace(part, output)
+        finally:
+            Path(part).unlink(missing_ok=True)
+    print(f"wrote {output} ({', '.join(found)} femur)")
+    return 0
+
+
+def _check_same_grid(mask, image, mask_path: str) -> None:
+    import numpy as np
+
+    from femurseg.errors import InputError
+
+    same = (
+        mask.GetSize() == image.GetSize()
+        and np.allclose(mask.GetSpacing(), image.GetSpacing(), rtol=1e-4)
+        and np.allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-3 * min(image.GetSpacing()))
+        and np.allclose(mask.GetDirection(), image.GetDirection(), atol=1e-4)
+    )
+    if not same:
+        raise InputError(f"{mask_path} is not on the scan's grid (size {mask.GetSize()} vs {image.GetSize()}, or "
+                         "different spacing/origin/direction); give the scan the mask was made from")

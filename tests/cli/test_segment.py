@@ -1,0 +1,225 @@
+"""``femurseg segment``: outputs on the scan's exact grid in every format, batches, DICOM SEG, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from femurseg.cli.main import main
+
+def _oblique() -> tuple[float, ...]:
+    """A rotation by 20° about z after 20° about x, orthonormal to double precision."""
+    c, s = np.cos(np.radians(20.0)), np.sin(np.radians(20.0))
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return tuple(float(v) for v in (rz @ rx).ravel())
+
+
+OBLIQUE = _oblique()
+
+
+def _load_synthetic():
+    path = Path(__file__).resolve().parents[1] / "inference" / "synthetic.py"
+    spec = importlib.util.spec_from_file_location("femurseg_test_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return _load_synthetic()
+
+
+@pytest.fixture(scope="module")
+def bundles(synthetic, tmp_path_factory) -> list[str]:
+    # The same session cache as tests/inference: trained once per test session.
+    paths = synthetic.build_tiny_bundles(tmp_path_factory.getbasetemp() / "femurseg-tiny-bundles")
+    return ["--model", str(paths["femur"]), "--locator", str(paths["locate"]), "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("femurseg: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
+
+
+@pytest.mark.parametrize("out_ending", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("direction", ["oblique", "flipped"])
+def test_single_scan_mask_on_the_exact_input_grid(tmp_path, capsys, synthetic, bundles, out_ending, direction) -> None:
+    d = OBLIQUE if direction == "oblique" else (-1, 0, 0, 0, -1, 0, 0, 0, 1)
+    image, truth = synthetic.synthetic_hip(seed=31, direction=d)
+    scan = tmp_path / "hip.mha"  # MetaImage keeps double-precision geometry: the reference is exact
+    sitk.WriteImage(image, str(scan))
+    out = tmp_path / f"mask{out_ending}"
+    assert main(["segment", str(scan), "-o", str(out), *bundles]) == 0
+    printed = capsys.readouterr().out
+    assert "right femur" in printed and "left femur" in printed and "mL" in printed and str(out) in printed
+    mask = sitk.ReadImage(str(out))
+    src = sitk.ReadImage(str(scan))
+    assert mask.GetSize() == src.GetSize()
+    if out_ending in (".mha", ".mhd"):  # MetaImage stores spacing, origin and direction as written
+        assert mask.GetSpacing() == src.GetSpacing()
+        assert mask.GetOrigin() == src.GetOrigin()
+        assert mask.GetDirection() == src.GetDirection()
+    elif out_ending == ".nrrd":  # NRRD stores spacing × direction vectors: exact to double rounding
+        np.testing.assert_allclose(mask.GetSpacing(), src.GetSpacing(), rtol=1e-12)
+        np.testing.assert_allclose(mask.GetOrigin(), src.GetOrigin(), rtol=1e-12)
+        np.testing.assert_allclose(mask.GetDirection(), src.GetDirection(), atol=1e-12)
+    else:  # NIfTI stores geometry in float32
+        np.testing.assert_allclose(mask.GetSpacing(), src.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(mask.GetOrigin(), src.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(mask.GetDirection(), src.GetDirection(), atol=1e-6)
+    m, t = sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(truth)
+    for value in (1, 2):
+        assert _dice(m == value, t == value) > 0.9
+
+
+def test_summary_and_probabilities(tmp_path, capsys, synthetic, bundles) -> None:
+    image, _ = synthetic.synthetic_hip(seed=32)
+    sitk.WriteImage(image, str(tmp_path / "hip.nii.gz"))
+    args = ["segment", str(tmp_path / "hip.nii.gz"), "-o", str(tmp_path / "mask.nrrd"), "--probabilities",
+            "--summary", str(tmp_path / "summary.json"), *bundles]
+    assert main(args) == 0
+    assert _listing(tmp_path) == ["hip.nii.gz", "mask.nrrd", "mask_probabilities.nrrd", "summary.json"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask.nrrd")))
+    assert summary["sides"]["right"]["voxels"] == int((mask == 1).sum())
+    assert summary["outputs"]["mask"] == str(tmp_path / "mask.nrrd")
+    assert summary["input"]["path"] == str(tmp_path / "hip.nii.gz")
+    prob = sitk.ReadImage(str(tmp_path / "mask_probabilities.nrrd"))
+    assert prob.GetPixelID() == sitk.sitkFloat32 and prob.GetSize() == image.GetSize()
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path, capsys, synthetic, bundles) -> None:
+    image, _ = synthetic.synthetic_hip(seed=33)
+    sitk.WriteImage(image, str(tmp_path / "hip.nii.gz"))
+    out = tmp_path / "mask.nii.gz"
+    out.write_bytes(b"old")
+    assert main(["segment", str(tmp_path / "hip.nii.gz"), "-o", str(out), *bundles]) == 2
+    assert "--overwrite" in _one_error_line(capsys)
+    assert out.read_bytes() == b"old" and _listing(tmp_path) == ["hip.nii.gz", "mask.nii.gz"]
+    assert main(["segment", str(tmp_path / "hip.nii.gz"), "-o", str(out), "--overwrite", *bundles]) == 0
+    assert sitk.ReadImage(str(out)).GetSize() == image.GetSize()
+
+
+def _bad_inputs(tmp: Path, synthetic) -> dict[str, tuple[list[str], str]]:
+    image, _ = synthetic.synthetic_hip(seed=34)
+    sitk.WriteImage(image, str(tmp / "hip.nii.gz"))
+    sitk.WriteImage(sitk.Image([32, 32], sitk.sitkInt16), str(tmp / "slice.nii.gz"))
+    return {
+        "missing input": ([str(tmp / "nothing.nii.gz"), "-o", str(tmp / "m.nii.gz")], "no such file"),
+        "2D image": ([str(tmp / "slice.nii.gz"), "-o", str(tmp / "m.nii.gz")], "2D"),
+        "unknown output type": ([str(tmp / "hip.nii.gz"), "-o", str(tmp / "m.png")], "unknown output type"),
+        "SEG of a non-DICOM input": ([str(tmp / "hip.nii.gz"), "-o", str(tmp / "m.dcm")], "DICOM"),
+        "missing output folder": ([str(tmp / "hip.nii.gz"), "-o", str(tmp / "no" / "m.nii.gz")], "does not exist"),
+        "summary not json": ([str(tmp / "hip.nii.gz"), "-o", str(tmp / "m.nii.gz"), "--summary", str(tmp / "s.txt")],
+                             ".json"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing input", "2D image", "unknown output type", "SEG of a non-DICOM input",
+                                  "missing output folder", "summary not json"])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, synthetic, bundles, case) -> None:
+    args, message = _bad_inputs(tmp_path, synthetic)[case]
+    before = _listing(tmp_path)
+    assert main(["segment", *args, *bundles]) == 2
+    assert message in _one_error_line(capsys)
+    assert _listing(tmp_path) == before
+
+
+def test_no_femur_exit_3_nothing_written(tmp_path, capsys, synthetic, bundles) -> None:
+    image, _ = synthetic.synthetic_hip(seed=35, sides=())
+    sitk.WriteImage(image, str(tmp_path / "pelvis.nii.gz"))
+    args = ["segment", str(tmp_path / "pelvis.nii.gz"), "-o", str(tmp_path / "m.nii.gz"),
+            "--summary", str(tmp_path / "s.json"), "--probabilities", *bundles]
+    assert main(args) == 3
+    assert "no femur" in _one_error_line(capsys)
+    assert _listing(tmp_path) == ["pelvis.nii.gz"]
+
+
+def test_folder_of_scans_and_csv_list(tmp_path, capsys, synthetic, bundles) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    both, _ = synthetic.synthetic_hip(seed=36)
+    left, _ = synthetic.synthetic_hip(seed=37, sides=("left",))
+    sitk.WriteImage(both, str(scans / "a.nii.gz"))
+    sitk.WriteImage(left, str(scans / "b.nrrd"))
+    assert main(["segment", str(scans), "-o", str(tmp_path / "out"), *bundles]) == 0
+    assert _listing(tmp_path / "out") == ["a.nii.gz", "b.nii.gz", "summary.csv", "summary.json"]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv", encoding="utf-8")))
+    assert [r["case"] for r in rows] == ["a", "b"] and all(r["status"] == "ok" for r in rows)
+    assert rows[1]["right_volume_ml"] == "" and float(rows[1]["left_volume_ml"]) > 10
+    cases = json.loads((tmp_path / "out" / "summary.json").read_text())["cases"]
+    assert [c["case"] for c in cases] == ["a", "b"]
+    mask_b = sitk.ReadImage(str(tmp_path / "out" / "b.nii.gz"))
+    assert mask_b.GetSize() == left.GetSize() and set(np.unique(sitk.GetArrayFromImage(mask_b))) == {0, 2}
+    assert "segmented 2 of 2" in capsys.readouterr().out
+
+    # The same scans from a CSV list with case ids and relative paths; an existing output folder needs --overwrite.
+    (tmp_path / "list.csv").write_text("case_id,path\nfirst,scans/a.nii.gz\nsecond,scans/b.nrrd\n", encoding="utf-8")
+    assert main(["segment", str(tmp_path / "list.csv"), "-o", str(tmp_path / "out"), *bundles]) == 2
+    _one_error_line(capsys)
+    assert main(["segment", str(tmp_path / "list.csv"), "-o", str(tmp_path / "out2"), *bundles]) == 0
+    assert _listing(tmp_path / "out2") == ["first.nii.gz", "second.nii.gz", "summary.csv", "summary.json"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out2" / "first.nii.gz"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "a.nii.gz"))))
+
+
+def test_batch_goes_on_past_a_scan_without_femur(tmp_path, capsys, synthetic, bundles) -> None:
+    good, _ = synthetic.synthetic_hip(seed=38)
+    empty, _ = synthetic.synthetic_hip(seed=39, sides=())
+    sitk.WriteImage(good, str(tmp_path / "good.nii.gz"))
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    code = main(["segment", str(tmp_path / "good.nii.gz"), str(tmp_path / "empty.nii.gz"), "-o",
+                 str(tmp_path / "out"), *bundles])
+    assert code == 3
+    assert "empty.nii.gz" in capsys.readouterr().err
+    assert _listing(tmp_path / "out") == ["good.nii.gz", "summary.csv", "summary.json"]
+    rows = {r["case"]: r["status"] for r in csv.DictReader(open(tmp_path / "out" / "summary.csv", encoding="utf-8"))}
+    assert rows == {"good": "ok", "empty": "no femur"}
+
+
+def test_dicom_series_to_dicom_seg(tmp_path, capsys, synthetic, bundles) -> None:
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    image, _ = synthetic.synthetic_hip(seed=40, shape_zyx=(40, 48, 56))
+    files = synthetic.write_dicom_series(image, tmp_path / "dicom")
+    assert main(["segment", str(tmp_path / "dicom"), "-o", str(tmp_path / "seg.dcm"), *bundles]) == 0
+    assert main(["segment", str(tmp_path / "dicom"), "-o", str(tmp_path / "mask.nrrd"), *bundles]) == 0
+    mask = sitk.ReadImage(str(tmp_path / "mask.nrrd"))
+    labels = sitk.GetArrayFromImage(mask)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(files[0]).SeriesInstanceUID
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        k = mask.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]
+        frame = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ds.SOPInstanceUID],
+                                                  segment_numbers=[1, 2], combine_segments=True,
+                                                  skip_overlap_checks=True)[0]
+        np.testing.assert_array_equal(frame, labels[k])

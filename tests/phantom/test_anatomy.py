@@ -207,3 +207,20 @@ def test_params_to_dict_flat_and_json_able(skeleton) -> None:
 def test_bad_sex_is_an_input_error() -> None:
     with pytest.raises(InputError):
         sample_anatomy(np.random.default_rng(0), sex="X", age=50.0)
+
+
+def test_shaft_continues_below_the_template(skeleton) -> None:
+    """No cut end in any field of view: far down the shaft (beyond the voxelised template) the femur goes on with
+    the cross-section it has higher up."""
+    params, sk = skeleton
+    lm = sk.landmarks
+    areas = []
+    for below in (120.0, 300.0):
+        c = lm.shaft_point_xyz["right"] + below * lm.shaft_direction_xyz["right"]
+        g = _box_grid(c, 30.0, 1.0)
+        f = sk.sample(g, names=("femur_right",))["femur_right"]
+        full = _full(f, g)
+        areas.append([(full[k] < 0).sum() for k in (20, 30, 40)])
+    a_mid, a_far = np.mean(areas[0]), np.mean(areas[1])
+    assert a_far > 200  # mm² of shaft in each slice
+    assert min(areas[1]) > 0.6 * a_mid

@@ -198,8 +198,8 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str, age: float) -> Anatomy
     loss = 0.006 * max(age - 40.0, 0.0) + (0.008 * max(age - 50.0, 0.0) if sex == "F" else 0.0)
     cortex = _clipped_normal(rng, 1.0 - loss, 0.08, 0.45, 1.25)
     js = _clipped_normal(rng, 4.0 - 0.02 * max(age - 40.0, 0.0), 0.6, 1.6, 4.9)
-    incl = _clipped_normal(rng, 45.0, 3.0, 38.0, 52.0)
-    aav = _clipped_normal(rng, 18.0 if sex == "F" else 15.0, 4.0, 8.0, 26.0)
+    incl = _clipped_normal(rng, 45.0, 2.5, 40.0, 50.0)
+    aav = _clipped_normal(rng, 18.0 if sex == "F" else 15.0, 4.0, 10.0, 25.0)
     cup = _clipped_normal(rng, 5.0, 0.8, 3.5, 7.0)
     rot = float(rng.uniform(-15.0, 30.0))
 
@@ -217,8 +217,8 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str, age: float) -> Anatomy
             abduction_deg=float(rng.uniform(-8.0, 8.0)),
             rotation_deg=float(np.clip(rot + rng.normal(0.0, 4.0), -15.0, 30.0)),
             joint_space_mm=float(np.clip(js + rng.normal(0.0, 0.3), 1.5, 5.0)),
-            acetabular_inclination_deg=float(np.clip(incl + rng.normal(0.0, 1.5), 36.0, 54.0)),
-            acetabular_anteversion_deg=float(np.clip(aav + rng.normal(0.0, 2.0), 6.0, 28.0)),
+            acetabular_inclination_deg=float(np.clip(incl + rng.normal(0.0, 1.5), 40.0, 50.0)),
+            acetabular_anteversion_deg=float(np.clip(aav + rng.normal(0.0, 2.0), 10.0, 25.0)),
             cup_thickness_mm=float(np.clip(cup + rng.normal(0.0, 0.3), 3.2, 7.5)),
         )
 

@@ -303,7 +303,8 @@ def fit(
 
     Notes
     -----
-    Under torchrun (``RANK``/``WORLD_SIZE`` set) this joins the process group and trains data-parallel; see
+    Sets torch's CPU thread count for the process (``config.num_threads``; 0: the cores divided by the local
+    ranks).  Under torchrun (``RANK``/``WORLD_SIZE`` set) this joins the process group and trains data-parallel; see
     :mod:`femurseg.training.distributed`.
     """
     from femurseg.models.vnet import build_vnet

@@ -216,3 +216,17 @@ def test_small_holes_are_repaired(tmp_path: Path) -> None:
     user = load_femur_mesh(path, side="right")
     assert len(user.faces) > 0.99 * len(load_bundled_mesh("femur_r").faces)
     assert abs(align_femur(user)[2]["head_radius_mm"] - 23.1) < 1.0
+
+
+@pytest.mark.parametrize("name, side", [("femur_r", "right"), ("femur_l", "left")])
+def test_side_found_from_the_lesser_trochanter_when_not_given(name: str, side: str) -> None:
+    mesh = load_bundled_mesh(name)
+    mesh.apply_transform(trimesh.transformations.rotation_matrix(1.1, [0.2, -0.7, 0.4]))
+    assert "femurseg_side" not in mesh.metadata
+    out, _, info = align_femur(mesh)
+    assert info["side"] == side and info["lesser_trochanter_posterior"]
+    from femurseg.phantom._meshes import fit_sphere
+
+    centre, radius = fit_sphere(out[np.linalg.norm(out, axis=1) < 26.0])
+    assert np.linalg.norm(centre) < 1.5 and abs(radius - 23.1) < 1.0  # head centre at the origin
+    assert np.median(out[:, 2]) < -100.0  # shaft along −z

@@ -317,8 +317,9 @@ def align_femur(mesh) -> tuple[np.ndarray, np.ndarray, dict]:
     faces : (F, 3) ndarray
     info : dict
         ``head_center`` (mesh frame) [mm], ``head_radius_mm``, ``rotation`` (3×3, mesh → template, before the
-        mirror), ``side``, ``whole`` (whether the knee was found), ``lesser_trochanter_posterior`` (a check of
-        the side: the lesser trochanter lies posterior in a right femur's frame).
+        mirror), ``side`` (``metadata["femurseg_side"]``, or found from the lesser trochanter when absent),
+        ``whole`` (whether the knee was found), ``lesser_trochanter_posterior`` (a check of the side: the lesser
+        trochanter lies posterior in the right femur's frame).
 
     Raises
     ------
@@ -327,7 +328,7 @@ def align_femur(mesh) -> tuple[np.ndarray, np.ndarray, dict]:
     """
     v = np.asarray(mesh.vertices, dtype=float)
     faces = np.asarray(mesh.faces)
-    side = mesh.metadata.get("femurseg_side", "right")
+    side = mesh.metadata.get("femurseg_side")
     tri = v[faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     cen = tri.mean(axis=1)
@@ -377,25 +378,33 @@ def align_femur(mesh) -> tuple[np.ndarray, np.ndarray, dict]:
     y = np.cross(z, x)
     rot = np.stack([x, y, z])  # rows: template axes in mesh coordinates
     out = (v - centre) @ rot.T
+    given = side if side in ("right", "left") else None
+    # The lesser trochanter (most prominent point medial of the shaft 30–90 mm below the head) lies posterior
+    # (+y) in a right femur's frame: a check of the given side, or the side itself when none was given.
+    lt_post = _lesser_trochanter_posterior(out)
+    if given is None:
+        side = "left" if lt_post is False else "right"
     if side == "left":
         out[:, 1] = -out[:, 1]
         faces = faces[:, ::-1]
-    # Check the side: the lesser trochanter (most prominent postero-medial point 30–90 mm below the head, off
-    # the shaft) lies posterior (+y) in a right femur's frame.
-    band = (out[:, 2] < -30.0) & (out[:, 2] > -90.0)
-    lt_post = None
-    if band.any():
-        sub = out[band]
-        axis_xy = np.median(sub[:, :2], axis=0)
-        rel = sub[:, :2] - axis_xy
-        k = np.argmax(np.linalg.norm(rel, axis=1) * (rel[:, 0] > 0))
-        lt_post = bool(rel[k, 1] > 0)
-        if not lt_post:
-            log.warning("femur mesh given as %s looks like a %s femur (lesser trochanter anterior); check the side",
-                        side, "left" if side == "right" else "right")
+        lt_post = None if lt_post is None else not lt_post
+    if given is not None and lt_post is False:
+        log.warning("femur mesh given as %s looks like a %s femur (lesser trochanter anterior); check the side",
+                    side, "left" if side == "right" else "right")
     info = {"head_center": centre, "head_radius_mm": float(radius), "rotation": rot, "side": side,
             "whole": bool(whole), "lesser_trochanter_posterior": lt_post}
     return out, faces, info
+
+
+def _lesser_trochanter_posterior(out: np.ndarray) -> bool | None:
+    """Whether the lesser trochanter lies at +y in a femur frame (head at the origin, shaft −z, medial +x)."""
+    band = (out[:, 2] < -30.0) & (out[:, 2] > -90.0)
+    if band.sum() < 10:
+        return None
+    sub = out[band, :2]
+    rel = sub - np.median(sub, axis=0)
+    k = np.argmax(np.linalg.norm(rel, axis=1) * (rel[:, 0] > 0))
+    return bool(rel[k, 1] > 0)
 
 
 _CACHE: OrderedDict[str, FemurTemplate] = OrderedDict()
@@ -406,7 +415,7 @@ def femur_template_of(mesh) -> FemurTemplate:
     """The femur template made from a user's mesh (smoothed if coarse), cached by the mesh's content and side."""
     key = hashlib.sha1(np.ascontiguousarray(mesh.vertices, dtype=np.float64).tobytes()
                        + np.ascontiguousarray(mesh.faces, dtype=np.int64).tobytes()
-                       + str(mesh.metadata.get("femurseg_side", "right")).encode()).hexdigest()
+                       + str(mesh.metadata.get("femurseg_side")).encode()).hexdigest()
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -415,7 +424,8 @@ def femur_template_of(mesh) -> FemurTemplate:
     # A coarse mesh is faceted; Loop subdivision makes it smooth (as the bundled template).
     while len(work.faces) < 8000:
         work = work.subdivide_loop(iterations=1)
-    work.metadata["femurseg_side"] = mesh.metadata.get("femurseg_side", "right")
+    if "femurseg_side" in mesh.metadata:
+        work.metadata["femurseg_side"] = mesh.metadata["femurseg_side"]
     verts, faces, _ = align_femur(work)
     template = femur_template_from_lps(verts, faces, watertight=work.is_watertight)
     with _LOCK:

@@ -229,4 +229,4 @@ def test_side_found_from_the_lesser_trochanter_when_not_given(name: str, side: s
 
     centre, radius = fit_sphere(out[np.linalg.norm(out, axis=1) < 26.0])
     assert np.linalg.norm(centre) < 1.5 and abs(radius - 23.1) < 1.0  # head centre at the origin
-    assert np.median(out[:, 2]) < -100.0  # shaft along −z
+    assert out[:, 2].min() < -400.0 and out[:, 2].max() < 30.0  # shaft along −z, the knee ~430 mm down

@@ -188,6 +188,7 @@ class BodyModel:
     bladder: tuple[float, float, float, float, float, float]  # centre xyz, half-axes xyz
     rectum: tuple[float, float, float]  # centre x, y, radius
     gas: tuple[tuple[float, float, float, float], ...]  # centre xyz, radius
+    bowel: tuple[tuple[float, float, float, float, float, float], ...]  # centre xyz, radius, half-length, bubble
     vessels: tuple[tuple[str, float, float, float], ...]  # side, medial and anterior offset from the head, radius
     hu: dict[str, float]
     calibration_phantom: bool
@@ -202,6 +203,7 @@ class BodyModel:
         return {
             "fat_mm": self.fat_mm, "bladder_present": self.bladder[3] > 0, "bowel_gas_pockets": len(self.gas),
             "calibration_phantom": self.calibration_phantom, "compress_mm": self.compress_mm,
+            "bowel_loops": len(self.bowel),
             **{f"hu_{k}": float(v) for k, v in self.hu.items()},
         }
 
@@ -249,8 +251,10 @@ def sample_body(
         septa.append(b + rng.uniform(-10.0, 10.0))
     slopes = tuple(float(v) for v in rng.uniform(-0.35, 0.35, size=len(septa)))
 
-    cav_hw = max(inter / 2.0 - rmean - 22.0, 25.0)
-    cav = (float(mid[0]), float(mid[1] + rng.uniform(0.0, 15.0)), cav_hw, float(rng.uniform(45.0, 60.0)))
+    # Pelvic fat grows with adiposity: a thin subject's pelvis is filled by the organs and the obturator muscles.
+    adipose = 0.65 + 0.35 * min(subject.fat_mm / 30.0, 1.0)
+    cav_hw = max(inter / 2.0 - rmean - 22.0, 25.0) * adipose
+    cav = (float(mid[0]), float(mid[1] + rng.uniform(0.0, 15.0)), cav_hw, float(rng.uniform(45.0, 60.0) * adipose))
     fill = rng.uniform()
     if fill < 0.1:
         bladder = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # empty
@@ -266,6 +270,15 @@ def sample_body(
         for _ in range(int(rng.integers(1, 4))):
             gas.append((float(rect[0] + rng.normal(0.0, 8.0)), float(rect[1] + rng.normal(0.0, 6.0)),
                         float(mid[2] + rng.uniform(0.0, 50.0)), float(rng.uniform(4.0, 13.0))))
+    # Small-bowel and sigmoid loops in the upper pelvis: soft-tissue ellipsoids, some with a gas bubble.
+    bowel = []
+    for _ in range(int(rng.integers(3, 8))):
+        ang = rng.uniform(0, 2 * math.pi)
+        rad = math.sqrt(rng.uniform()) * 0.75
+        r = float(rng.uniform(7.0, 14.0))
+        bubble = float(rng.uniform(2.0, 0.5 * r)) if rng.uniform() < 0.35 else 0.0
+        bowel.append((float(cav[0] + rad * cav[2] * math.cos(ang)), float(cav[1] + rad * cav[3] * math.sin(ang)),
+                      float(mid[2] + rng.uniform(0.0, 70.0)), r, float(rng.uniform(1.5, 3.0) * r), bubble))
     vessels = []
     for side in ("right", "left"):
         art_dx = float(rng.uniform(3.0, 14.0))
@@ -320,6 +333,7 @@ def sample_body(
         bladder=bladder,
         rectum=rect,
         gas=tuple(gas),
+        bowel=tuple(bowel),
         vessels=tuple(vessels),
         hu=hu,
         calibration_phantom=bool(calibration_phantom),
@@ -538,8 +552,8 @@ def render_soft_tissue(
         c = sp + t * sd
         lat = -1.0 if side == "right" else 1.0
         # The femur lies anterolateral in the thigh: the thigh's centre is medial and posterior to it.
-        tcx = float(c[0] - lat * 12.0)
-        tcy = float(c[1] + 8.0)
+        tcx = float(c[0] - lat * 18.0)
+        tcy = float(c[1] + 12.0)
         thighs[side] = (_Polar(Xc, Yc, tcx, tcy), tcx, tcy, c, sd)
 
     # Muscle compartments around each hip, on a window around the hip only.
@@ -577,8 +591,8 @@ def render_soft_tissue(
         outer = lean - fatf[trunk.idx]
         below = body.perineum_z - z
         if below > -25.0:
-            # Trunk tapers into the perineum; thighs take over.
-            shrink = np.float32(min(max(below + 25.0, 0.0) * 0.9, 400.0))
+            # Trunk tapers into the perineum and the gluteal folds; the thighs take over.
+            shrink = np.float32(min(max(below + 25.0, 0.0) * 1.5, 400.0))
             lean = lean + shrink
             outer = outer + shrink
             for side in ("right", "left"):
@@ -586,9 +600,8 @@ def render_soft_tissue(
                 tt = (z - c[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
                 sx = float(c[0] + tt * sd[0] - tcx)
                 syy = float(c[1] + tt * sd[1] - tcy)
-                ex = ext[side][k] if not np.isnan(ext[side][k]).any() else None
-                a = body.thigh_margin + (0.5 * (ex[1] - ex[0]) if ex is not None else 18.0)
-                b = body.thigh_margin + (0.5 * (ex[3] - ex[2]) if ex is not None else 18.0)
+                a = body.thigh_margin + 24.0
+                b = body.thigh_margin + 18.0
                 b_post = max(b * 1.1, y_rest - body.fat_mm - (tcy + syy))
                 r_th = _superellipse_radius(theta_b, tcx + sx, tcy + syy, tcx, tcy, a, b, b_post, 2.2)
                 tl = pol.r - r_th[pol.idx]
@@ -651,6 +664,15 @@ def render_soft_tissue(
                 # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
                 pq = ((Xc - rx) / 16.0) ** 2 + ((Yc - (ry - rr - 14.0)) / 13.0) ** 2
                 code[(pq < 1) & inside] = _ORGAN
+            for gx, gy, gz, br, bl, bub in body.bowel:
+                qz = ((z - gz) / bl) ** 2
+                if qz < 1:
+                    rz = br * math.sqrt(1 - qz)
+                    d2 = (Xc - gx) ** 2 + (Yc - gy) ** 2
+                    code[(d2 < rz * rz) & inside] = _ORGAN
+                    if bub > 0 and bub < rz:
+                        # Gas floats: the bubble sits at the loop's anterior (upper, supine) side.
+                        code[((Xc - gx) ** 2 + (Yc - (gy - rz + bub + 1.0)) ** 2 < bub * bub) & inside] = _GAS
             for gx, gy, gz, gr in body.gas:
                 dzg = z - gz
                 if abs(dzg) < gr:

@@ -25,20 +25,23 @@ __all__ = ["save_overlay", "LABEL_COLOURS"]
 LABEL_COLOURS: dict[int, str] = {1: "#ff3b30", 2: "#00c7ff", 3: "#ffd60a", 4: "#34c759", 5: "#bf5af2"}
 
 
-def _default_center(labels: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
-    """(z, y, x) index: the top of the right femur's label (its head), else the volume's centre."""
+def _default_center(labels: np.ndarray | None, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """(z, y, x) index near the centre of the right femoral head (label 1; else 2), else the volume's centre.
+
+    The head is the femur's top: its centre lies about one head radius (~22 mm) below the label's highest voxel,
+    and in-plane under the label's top 12 mm (where only the head is).
+    """
     if labels is not None:
         for value in (1, 2):
-            idx = np.argwhere(labels == value)
-            if len(idx):
-                # The femoral head: the label's upper 12 % (the head is the femur's superior end).
-                ztop = idx[:, 0].max()
-                zlo = ztop - max(1, int(0.12 * (ztop - idx[:, 0].min() + 1)))
-                head = idx[idx[:, 0] >= zlo]
-                c = head.mean(axis=0)
-                c[0] = max(ztop - 0.5 * (ztop - zlo) * 2.2, idx[:, 0].min())
-                return np.round(c).astype(int)
-    return np.asarray(shape) // 2
+            zs = np.flatnonzero((labels == value).any(axis=(1, 2)))
+            if len(zs) == 0:
+                continue
+            ztop = int(zs.max())
+            top = labels[max(0, ztop - int(round(12.0 / spacing_zyx[0]))) : ztop + 1] == value
+            yx = np.argwhere(top)[:, 1:].mean(axis=0)
+            zc = max(int(zs.min()), ztop - int(round(22.0 / spacing_zyx[0])))
+            return np.round(np.array([zc, yx[0], yx[1]])).astype(int)
+    return np.asarray(labels.shape if labels is not None else (1, 1, 1)) // 2
 
 
 def save_overlay(
@@ -94,7 +97,7 @@ def save_overlay(
             raise InputError(f"labels size {labels.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
         lab = array_of(labels)
     if center_xyz is None:
-        c = _default_center(lab, ct.shape)
+        c = _default_center(lab, grid.spacing_zyx) if lab is not None else np.asarray(ct.shape) // 2
     else:
         c = np.round(grid.world_to_index(np.asarray(center_xyz, float))).astype(int)
     c = np.clip(c, 0, np.asarray(ct.shape) - 1)

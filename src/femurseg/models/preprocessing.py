@@ -34,6 +34,10 @@ class Preprocessing:
         Intensities are clipped to this window [HU] and mapped linearly to [-1, 1].
     patch_size_zyx : (3,) tuple of int
         Training patch and sliding-window size [voxels], each divisible by ``2 ** depth`` of the network.
+    window_size_zyx : (3,) tuple of int, optional
+        Sliding-window size at inference [voxels], each divisible by ``2 ** depth``; ``None`` uses
+        ``patch_size_zyx``.  The V-Net is fully convolutional, so a model trained on small patches (cheap on a CPU)
+        can run over larger windows: fewer window seams and far fewer overlapping evaluations.
     roi_margin_mm : float
         Margin added around a femur's bounding box when cropping its region of interest [mm].
     mirror_left : bool
@@ -45,6 +49,7 @@ class Preprocessing:
     target_spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     hu_window: tuple[float, float] = (-250.0, 1750.0)
     patch_size_zyx: tuple[int, int, int] = (96, 96, 96)
+    window_size_zyx: tuple[int, int, int] | None = None
     roi_margin_mm: float = 12.0
     mirror_left: bool = True
 
@@ -57,6 +62,13 @@ class Preprocessing:
             raise ValueError("hu_window must be (low, high) with low < high")
         if any(p <= 0 for p in self.patch_size_zyx):
             raise ValueError("patch_size_zyx must be positive")
+        if self.window_size_zyx is not None and any(w <= 0 for w in self.window_size_zyx):
+            raise ValueError("window_size_zyx must be positive")
+
+    @property
+    def inference_window_zyx(self) -> tuple[int, int, int]:
+        """The sliding-window size used at inference [voxels]: ``window_size_zyx``, else ``patch_size_zyx``."""
+        return tuple(self.window_size_zyx or self.patch_size_zyx)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------------

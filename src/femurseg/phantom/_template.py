@@ -28,6 +28,8 @@ OPENSIM_RIGHT_HIP = np.array([-70.7, -66.1, 83.5])
 #: How far the template femur is voxelised below its head centre [mm]; the shaft is continued below it.
 FEMUR_CUT_BELOW_HEAD_MM = 262.0
 FEMUR_VOXEL_MM = 0.6
+#: Outward growth of the template's shaft below the lesser trochanter [mm] (see femur_template_from_lps).
+SHAFT_GROWTH_MM = 3.5
 PELVIS_VOXEL_MM = 0.8
 SACRUM_VOXEL_MM = 1.0
 
@@ -272,6 +274,14 @@ def femur_template_from_lps(vertices: np.ndarray, faces: np.ndarray, *, watertig
     w_sphere = 1.0 - smoothstep(nu, 0.6 * radius, 0.85 * radius)
     box = tuple(sub)
     sdf_vals[box] = w_sphere * (dist_c - np.float32(radius)) + (1.0 - w_sphere) * sdf_vals[box]
+    # The Gait2392 shaft is slender (≈21 mm wide below the lesser trochanter, after smoothing) against adult
+    # femora (≈27–31 mm; e.g. Noble 1988): grow the shaft outwards by up to SHAFT_GROWTH_MM, from nothing at the
+    # lesser trochanter to all of it 40 mm below (an offset of the distance field is a smooth dilation).
+    below = np.zeros(shape, dtype=np.float32)
+    for i in range(3):
+        below += (axes[i] - np.float32(shaft_point[i])).reshape([-1 if j == i else 1 for j in range(3)]) \
+            * np.float32(shaft_dir[i])
+    sdf_vals -= np.float32(SHAFT_GROWTH_MM) * smoothstep(below, 0.0, 40.0)
     sdf = SdfVolume(sdf_vals, sdf_mesh.origin, FEMUR_VOXEL_MM)
 
     nsa, av = neck_angles(-neck_dir, shaft_dir)

@@ -304,8 +304,12 @@ def fine_z_plan(grid: Grid, *, slice_thickness_mm: float, max_step_mm: float = 0
     delta = dz / m
     s = slice_thickness_mm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     centre = (m - 1) / 2.0
-    reach = int(math.ceil(2.5 * s / delta))
+    reach = int(math.ceil(3.0 * s / delta))
     offsets = np.arange(int(math.floor(centre)) - reach, int(math.ceil(centre)) + reach + 1)
+    # Taps within ±3σ of the slice centre (the profile's tails beyond carry < 0.3 % of its weight).
+    offsets = offsets[np.abs(offsets - centre) * delta <= 3.0 * s + 1e-9]
+    if offsets.size == 0:
+        offsets = np.arange(int(math.floor(centre)), int(math.ceil(centre)) + 1)
     weights = np.exp(-0.5 * ((offsets - centre) * delta / s) ** 2)
     weights /= weights.sum()
     c0 = max(0, -int(offsets.min()))
@@ -379,12 +383,12 @@ class BoneDensity:
     sacrum_ratio: float = 0.65
 
 
-def _tile_read(tile: np.ndarray, box: tuple[slice, slice, slice], rng: np.random.Generator) -> np.ndarray:
-    """The periodic ``tile`` read over ``box``'s shape from a random offset."""
-    idx = []
-    for n, s, sl in zip(tile.shape, rng.integers(0, 1 << 16, size=3), box):
-        idx.append((np.arange(sl.stop - sl.start) + int(s)) % n)
-    return tile[np.ix_(*idx)]
+def _tile_points(tile: np.ndarray, zi: np.ndarray, yi: np.ndarray, xi: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """The periodic ``tile`` at box indices (zi, yi, xi), read from a random offset."""
+    oz, oy, ox = (int(v) for v in rng.integers(0, 1 << 16, size=3))
+    nz, ny, nx = tile.shape
+    return tile[(zi + oz) % nz, (yi + oy) % ny, (xi + ox) % nx]
 
 
 def _band_pass(shape: tuple[int, ...], spacing_zyx: tuple[float, ...], scales_mm: tuple[float, float],
@@ -402,17 +406,7 @@ def _band_pass(shape: tuple[int, ...], spacing_zyx: tuple[float, ...], scales_mm
     return field
 
 
-def _box_coordinates(grid: Grid, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World x, y, z [mm] of a box of an identity-direction grid, as broadcastable (Z,1,1), (1,Y,1), (1,1,X)."""
-    dz, dy, dx = grid.spacing_zyx
-    ox, oy, oz = grid.origin_xyz
-    z = (oz + dz * np.arange(box[0].start, box[0].stop, dtype=np.float32))[:, None, None]
-    y = (oy + dy * np.arange(box[1].start, box[1].stop, dtype=np.float32))[None, :, None]
-    x = (ox + dx * np.arange(box[2].start, box[2].stop, dtype=np.float32))[None, None, :]
-    return x, y, z
-
-
-def _femur_modulation(grid: Grid, box: tuple[slice, slice, slice], landmarks: HipLandmarks, side: str,
+def _femur_modulation(x: np.ndarray, y: np.ndarray, z: np.ndarray, landmarks: HipLandmarks, side: str,
                       rng: np.random.Generator) -> np.ndarray:
     """Regional trabecular density of a proximal femur (multiplicative, about 0.6–1.5).
 
@@ -420,12 +414,7 @@ def _femur_modulation(grid: Grid, box: tuple[slice, slice, slice], landmarks: Hi
     dome) and in the head, sparser in Ward's region (the neck's base between the trabecular groups) and in the
     greater trochanter, fading towards the shaft's canal.
     """
-    # The pattern is smooth (scales of ~10 mm): evaluate it every few voxels and interpolate linearly.
-    full = [sl.stop - sl.start for sl in box]
-    step = [max(1, int(2.0 / d)) for d in grid.spacing_zyx]
-    keep = [np.unique(np.r_[np.arange(0, n, st), n - 1]) for n, st in zip(full, step)]
-    x, y, z = _box_coordinates(grid, box)
-    x, y, z = x[:, :, keep[2]], y[:, keep[1], :], z[keep[0], :, :]
+    # x, y, z: world coordinates of the points [mm] (float32 arrays of one shape).
     h = np.asarray(landmarks.head_center_xyz[side], dtype=np.float32)
     r = float(landmarks.head_radius_mm[side])
     sp = np.asarray(landmarks.shaft_point_xyz[side], dtype=np.float64)
@@ -457,25 +446,9 @@ def _femur_modulation(grid: Grid, box: tuple[slice, slice, slice], landmarks: Hi
     # Greater trochanter: lateral to the shaft axis, near the neck's level.
     lat = -((x - sp[0]) * horiz[0] + (y - sp[1]) * horiz[1])
     zt = z - (h[2] - 0.4 * r)
-    gt = 1.0 / (1.0 + np.exp(-(lat - 0.2 * r) / (0.15 * r))) * np.exp(-(zt / (1.4 * r)) ** 2)
+    gt = 1.0 / (1.0 + np.exp(np.clip(-(lat - 0.2 * r) / (0.15 * r), -60.0, 60.0))) * np.exp(-(zt / (1.4 * r)) ** 2)
     mod -= rng.uniform(0.25, 0.40) * gt
-    mod = np.maximum(mod, 0.35).astype(np.float32)
-    for axis in range(3):
-        mod = _upsample_linear(mod, keep[axis], full[axis], axis)
-    return mod
-
-
-def _upsample_linear(a: np.ndarray, at: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Linear interpolation along ``axis`` from samples at integer positions ``at`` to ``0..n-1``."""
-    if len(at) == n:
-        return a
-    pos = np.arange(n)
-    j = np.clip(np.searchsorted(at, pos, side="right") - 1, 0, len(at) - 2)
-    w = ((pos - at[j]) / (at[j + 1] - at[j])).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = n
-    w = w.reshape(shape)
-    return np.take(a, j, axis=axis) * (1 - w) + np.take(a, j + 1, axis=axis) * w
+    return np.maximum(mod, 0.35).astype(np.float32)
 
 
 @dataclass
@@ -566,39 +539,63 @@ def render_bones(
         a = box[0].start
         ys, xs = box[1], box[2]
         sdf = bf.sdf
-        cortex = np.maximum(bf.cortex_mm, 0.05)
-        f_out = np.clip(0.5 - sdf / h, 0.0, 1.0).astype(np.float32)
-        f_endo = np.clip(0.5 - (sdf + cortex) / h, 0.0, 1.0).astype(np.float32)
-        del cortex
-        trab = np.clip(bf.trabecular, 0.0, 1.0).astype(np.float32)
+        # Only voxels that hold some bone need the material computation (5–15 % of a bone's box).
+        idx = np.flatnonzero(sdf.ravel() < 0.5 * h)
+        if idx.size == 0:
+            continue
+        sd = sdf.ravel()[idx]
+        cortex = np.maximum(bf.cortex_mm.ravel()[idx], 0.05)
+        f_out_a = np.clip(0.5 - sd / h, 0.0, 1.0)
+        f_endo_a = np.clip(0.5 - (sd + cortex) / h, 0.0, 1.0)
+        del sd, cortex
+        trab_a = np.clip(bf.trabecular.ravel()[idx], 0.0, 1.0)
+        zi, yi, xi = np.unravel_index(idx, sdf.shape)
         srng = streams[name]
-        tex = _tile_read(tile, box, srng)
+        tex = _tile_points(tile, zi, yi, xi, srng)
         is_femur = name.startswith("femur")
+        core = None
         if is_femur:
             side = name.split("_", 1)[1]
-            mod = _femur_modulation(fine, box, skeleton.landmarks, side, srng)
-            core = (f_endo >= 1.0) & (trab >= 0.999)
+            dz_f, dy_f, dx_f = fine.spacing_zyx
+            px = np.float32(fine.origin_xyz[0] + dx_f * box[2].start) + np.float32(dx_f) * xi.astype(np.float32)
+            py = np.float32(fine.origin_xyz[1] + dy_f * box[1].start) + np.float32(dy_f) * yi.astype(np.float32)
+            pz = np.float32(fine.origin_xyz[2] + dz_f * box[0].start) + np.float32(dz_f) * zi.astype(np.float32)
+            mod = _femur_modulation(px, py, pz, skeleton.landmarks, side, srng)
+            del px, py, pz
+            core = (f_endo_a >= 1.0) & (trab_a >= 0.999)
             # Normalise the regional pattern so the femur's mean trabecular density is the subject's vBMD.
             mean_mod = float(mod[core].mean()) if core.any() else 1.0
-            rho = (density.trabecular_vbmd / mean_mod) * mod
+            rho = (np.float32(density.trabecular_vbmd / mean_mod)) * mod
             del mod
         else:
             ratio = density.pelvis_ratio if name.startswith("pelvis") else density.sacrum_ratio
-            rho = np.full(sdf.shape, density.trabecular_vbmd * ratio, np.float32)
-            core = None
-        rho *= 1.0 + density.texture_amplitude * tex
+            rho = np.full(idx.size, density.trabecular_vbmd * ratio, np.float32)
+        del zi, yi, xi
+        rho *= 1.0 + np.float32(density.texture_amplitude) * tex
         del tex
         np.maximum(rho, 0.0, out=rho)
         if core is not None:
             vbmd[side] = float(rho[core].mean()) if core.any() else float("nan")
-        hu_int = cal.hu_of_density(rho) * trab + np.float32(density.marrow_hu) * (1.0 - trab)
+        hu_int = cal.hu_of_density(rho) * trab_a + np.float32(density.marrow_hu) * (1.0 - trab_a)
         del rho
-        f_cort = f_out - f_endo
-        b_fine = f_cort * np.float32(hu_cort) + f_endo * hu_int
+        f_cort_a = f_out_a - f_endo_a
+        b_a = f_cort_a * np.float32(hu_cort) + f_endo_a * hu_int
         del hu_int
+
+        def dense(values: np.ndarray) -> np.ndarray:
+            arr = np.zeros(sdf.shape, np.float32)
+            arr.ravel()[idx] = values
+            return arr
+
+        f_out = dense(f_out_a)
         _accumulate(occ, f_out, a, ys, xs, plan, plan.offsets, plan.weights)
+        b_fine = dense(b_a)
+        del b_a
         _accumulate(bhu, b_fine, a, ys, xs, plan, plan.offsets, plan.weights)
         del b_fine
+        f_cort = dense(f_cort_a)
+        f_trab = dense(f_endo_a * trab_a)
+        del f_out_a, f_endo_a, f_cort_a, trab_a, idx
         # Box means over each voxel's own z extent: label and tissue class.
         sub = (slice(0, shape[0]), ys, xs)
         nz_box = (shape[0], ys.stop - ys.start, xs.stop - xs.start)
@@ -607,8 +604,8 @@ def render_bones(
         c_mean = np.zeros(nz_box, np.float32)
         _box_mean_into(c_mean, f_cort, a, slice(None), slice(None), plan)
         t_mean = np.zeros(nz_box, np.float32)
-        _box_mean_into(t_mean, f_endo * trab, a, slice(None), slice(None), plan)
-        del f_out, f_endo, f_cort, trab
+        _box_mean_into(t_mean, f_trab, a, slice(None), slice(None), plan)
+        del f_out, f_cort, f_trab
         m_mean = frac - c_mean - t_mean
         owns = (frac >= 0.5) & (frac > best[sub])
         if is_femur:

@@ -172,8 +172,9 @@ def validate(
         for vol in volumes:
             image, target = validation_crop(vol, hu_window=pp.hu_window)
             x = torch.from_numpy(image)[None, None].to(device)
+            # The inference window (not the training patch), so validation measures what inference will do.
             logits = sliding_window_inference(
-                x, roi_size=tuple(pp.patch_size_zyx), sw_batch_size=2, predictor=model, overlap=config.sw_overlap,
+                x, roi_size=pp.inference_window_zyx, sw_batch_size=1, predictor=model, overlap=config.sw_overlap,
                 mode="gaussian", padding_mode="constant", cval=-1.0,
             )
             pred = torch.as_tensor(logits).float().argmax(1)[0].cpu().numpy()

@@ -542,6 +542,13 @@ def render_soft_tissue(
     bg_hu_c, under_c = bg_hu[r0:r1, c0:c1], under_code[r0:r1, c0:c1]
     under_frac_c = under_frac[r0:r1, c0:c1]
 
+    xs_c, ys_c = xs[c0:c1], ys[r0:r1]
+
+    def win(wx: float, wy: float, rad: float) -> tuple[slice, slice]:
+        """Rows and columns of the crop within ``rad`` of (wx, wy) [mm]."""
+        return (slice(int(np.searchsorted(ys_c, wy - rad)), int(np.searchsorted(ys_c, wy + rad))),
+                slice(int(np.searchsorted(xs_c, wx - rad)), int(np.searchsorted(xs_c, wx + rad))))
+
     trunk = _Polar(Xc, Yc, cx, cy)
     fatf = _fat_factor(trunk.theta_bins, body.fat_harmonics) * body.fat_mm
 
@@ -655,33 +662,42 @@ def render_soft_tissue(
             inside = (cav_q < taper) & (lean < -3.0)
             code[inside] = _INNER_FAT
             rx, ry, rr = body.rectum
-            rq = (Xc - rx) ** 2 + (Yc - ry) ** 2
-            code[(rq < rr * rr) & inside] = _ORGAN
+
+            def disc(wx: float, wy: float, rad: float, value: int, where: np.ndarray) -> None:
+                wr, wc = win(wx, wy, rad + 1.0)
+                d2 = (Xc[:, wc] - wx) ** 2 + (Yc[wr, :] - wy) ** 2
+                sub = code[wr, wc]
+                sub[(d2 < rad * rad) & where[wr, wc]] = value
+
+            disc(rx, ry, rr, _ORGAN, inside)
             bxc, byc, bzc, bax, bay, baz = body.bladder
             if bax > 0:
                 qz = ((z - bzc) / baz) ** 2
                 if qz < 1:
                     s_ = math.sqrt(1 - qz)
-                    bq = ((Xc - bxc) / (bax * s_)) ** 2 + ((Yc - byc) / (bay * s_)) ** 2
-                    code[(bq < 1) & (lean < -3.0)] = _BLADDER
+                    wr, wc = win(bxc, byc, max(bax, bay) * s_ + 1.0)
+                    bq = ((Xc[:, wc] - bxc) / (bax * s_)) ** 2 + ((Yc[wr, :] - byc) / (bay * s_)) ** 2
+                    sub = code[wr, wc]
+                    sub[(bq < 1) & (lean[wr, wc] < -3.0)] = _BLADDER
             elif z < body.hip_z:
                 # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
-                pq = ((Xc - rx) / 16.0) ** 2 + ((Yc - (ry - rr - 14.0)) / 13.0) ** 2
-                code[(pq < 1) & inside] = _ORGAN
+                wr, wc = win(rx, ry - rr - 14.0, 17.0)
+                pq = ((Xc[:, wc] - rx) / 16.0) ** 2 + ((Yc[wr, :] - (ry - rr - 14.0)) / 13.0) ** 2
+                sub = code[wr, wc]
+                sub[(pq < 1) & inside[wr, wc]] = _ORGAN
             for gx, gy, gz, br, bl, bub in body.bowel:
                 qz = ((z - gz) / bl) ** 2
                 if qz < 1:
                     rz = br * math.sqrt(1 - qz)
-                    d2 = (Xc - gx) ** 2 + (Yc - gy) ** 2
-                    code[(d2 < rz * rz) & inside] = _ORGAN
-                    if bub > 0 and bub < rz:
+                    disc(gx, gy, rz, _ORGAN, inside)
+                    if 0 < bub < rz:
                         # Gas floats: the bubble sits at the loop's anterior (upper, supine) side.
-                        code[((Xc - gx) ** 2 + (Yc - (gy - rz + bub + 1.0)) ** 2 < bub * bub) & inside] = _GAS
+                        disc(gx, gy - rz + bub + 1.0, bub, _GAS, inside)
+            deep = lean < -3.0
             for gx, gy, gz, gr in body.gas:
                 dzg = z - gz
                 if abs(dzg) < gr:
-                    rg = math.sqrt(gr * gr - dzg * dzg)
-                    code[((Xc - gx) ** 2 + (Yc - gy) ** 2 < rg * rg) & (lean < -3.0)] = _GAS
+                    disc(gx, gy, math.sqrt(gr * gr - dzg * dzg), _GAS, deep)
 
         # Femoral vessels, anteromedial to each hip, running up medially and posteriorly into the pelvis.
         for side, dmed, dant, vr in body.vessels:
@@ -691,11 +707,13 @@ def render_soft_tissue(
             up = max(dzv, 0.0)
             vx = hx + med * (dmed + 0.25 * up) - med * 0.05 * min(dzv, 0.0)
             vy = hy - dant + 0.3 * up
-            d2 = (Xc - vx) ** 2 + (Yc - vy) ** 2
-            inner = (d2 < vr * vr) & (lean < -1.0)
-            sheath = (d2 < (vr + 1.5) ** 2) & (lean < -1.0) & ~inner & (code == _MUSCLE)
-            code[sheath] = _FAT
-            code[inner] = _VESSEL
+            wr, wc = win(vx, vy, vr + 3.0)
+            d2 = (Xc[:, wc] - vx) ** 2 + (Yc[wr, :] - vy) ** 2
+            sub = code[wr, wc]
+            ok = lean[wr, wc] < -1.0
+            inner = (d2 < vr * vr) & ok
+            sub[(d2 < (vr + 1.5) ** 2) & ok & ~inner & (sub == _MUSCLE)] = _FAT
+            sub[inner] = _VESSEL
 
         # Hip joints: cartilage and capsule fill the joint space around each head.
         for side in ("right", "left"):
@@ -704,8 +722,10 @@ def render_soft_tissue(
             ra = body.head_radius[side] - 1.0
             rb = body.head_radius[side] + body.joint_space[side] + 1.0
             if abs(dzh) < rb:
-                d2 = (Xc - hx) ** 2 + (Yc - hy) ** 2 + dzh * dzh
-                code[(d2 < rb * rb) & (d2 > ra * ra)] = _CARTILAGE
+                wr, wc = win(hx, hy, rb + 1.0)
+                d2 = (Xc[:, wc] - hx) ** 2 + (Yc[wr, :] - hy) ** 2 + dzh * dzh
+                sub = code[wr, wc]
+                sub[(d2 < rb * rb) & (d2 > ra * ra)] = _CARTILAGE
 
         # Partial volume at the skin: the body fraction of each voxel.
         fb = np.clip(0.5 - outer / h, 0.0, 1.0)

@@ -118,3 +118,25 @@ def test_options_are_validated() -> None:
         PhantomOptions(femur_mesh="/nonexistent/femur.stl")
     with pytest.raises(InputError, match="seed"):
         generate(-1)
+
+
+def test_bundled_sample_is_a_consistent_labelled_hip_qct() -> None:
+    import json
+
+    from femurseg.io import read_image
+    from femurseg.phantom import sample_path
+
+    paths = [sample_path(k) for k in ("ct", "labels", "facts")]
+    assert sum(p.stat().st_size for p in paths) < 10 * 1024 * 1024
+    ct, lab = read_image(paths[0]), read_image(paths[1])
+    facts = json.loads(paths[2].read_text())
+    assert ct.GetPixelID() == sitk.sitkInt16 and ct.GetSize() == lab.GetSize() and ct.GetOrigin() == lab.GetOrigin()
+    labels = array_of(lab)
+    grid = grid_of(lab)
+    vox_ml = float(np.prod(grid.spacing_zyx)) / 1000
+    assert facts["femur_volume_right_ml"] == pytest.approx((labels == RIGHT_FEMUR).sum() * vox_ml, rel=1e-6)
+    assert facts["femur_volume_left_ml"] == pytest.approx((labels == LEFT_FEMUR).sum() * vox_ml, rel=1e-6)
+    x = {v: grid.index_to_world(np.argwhere(labels == v).mean(axis=0))[0] for v in (RIGHT_FEMUR, LEFT_FEMUR)}
+    assert x[RIGHT_FEMUR] < x[LEFT_FEMUR]
+    with pytest.raises(InputError, match="sample kind"):
+        sample_path("mask")

@@ -140,3 +140,14 @@ def test_bundled_sample_is_a_consistent_labelled_hip_qct() -> None:
     assert x[RIGHT_FEMUR] < x[LEFT_FEMUR]
     with pytest.raises(InputError, match="sample kind"):
         sample_path("mask")
+
+
+def test_package_exposes_the_functions_not_the_modules() -> None:
+    import types
+
+    import femurseg.phantom.cohort  # noqa: F401  (importing submodules must not shadow the functions)
+    import femurseg.phantom.generate  # noqa: F401
+    from femurseg import phantom
+
+    assert not isinstance(phantom.generate, types.ModuleType) and callable(phantom.generate)
+    assert phantom.PhantomOptions is PhantomOptions and callable(phantom.write_cohort)

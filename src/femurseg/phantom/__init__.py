@@ -1,6 +1,6 @@
 """The digital hip-QCT phantom: labelled hip CT scans, deterministically from a seed.
 
-Public names (imported on first use, so ``import femurseg.phantom.anatomy`` stays light):
+Public names:
 
 - :func:`generate` (seed → :class:`PhantomCase`: CT, femur labels, tissue classes, facts), :class:`PhantomOptions`
 - :func:`write_cohort` (a labelled cohort folder), :func:`case_seed`, :func:`cohort_sexes`
@@ -9,29 +9,17 @@ Public names (imported on first use, so ``import femurseg.phantom.anatomy`` stay
 
 from __future__ import annotations
 
-import importlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+
+# Imported eagerly: the function ``generate`` shares its name with the module ``phantom.generate``, and a lazy
+# lookup would hand out the module once anything imported ``femurseg.phantom.generate``.
+from femurseg.phantom.generate import PhantomCase, PhantomOptions, generate
+from femurseg.phantom.cohort import case_seed, cohort_sexes, write_cohort
 
 __all__ = ["generate", "PhantomOptions", "PhantomCase", "write_cohort", "case_seed", "cohort_sexes", "sample_path"]
 
-_LAZY = {
-    "generate": "femurseg.phantom.generate",
-    "PhantomOptions": "femurseg.phantom.generate",
-    "PhantomCase": "femurseg.phantom.generate",
-    "write_cohort": "femurseg.phantom.cohort",
-    "case_seed": "femurseg.phantom.cohort",
-    "cohort_sexes": "femurseg.phantom.cohort",
-}
-
 _SAMPLE_FILES = {"ct": "sample_ct.nii.gz", "labels": "sample_labels.nii.gz", "facts": "sample_facts.json"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'femurseg.phantom' has no attribute {name!r}")
 
 
 def sample_path(kind: str = "ct") -> Path:

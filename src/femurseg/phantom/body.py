@@ -136,14 +136,14 @@ def sample_subject(rng: np.random.Generator, *, sex: str | None = None, age: flo
 _AIR, _FAT, _MUSCLE, _SKIN = 0, 1, 2, 3
 _TABLE_SKIN, _TABLE_FOAM, _PAD = 10, 30, 31
 _BLOCK, _BLADDER, _GAS, _VESSEL = 11, 13, 14, 15
-_ORGAN, _CARTILAGE, _INNER_FAT = 32, 33, 34
+_ORGAN, _CARTILAGE, _INNER_FAT, _FASCIA = 32, 33, 34, 35
 _RODS = (20, 21, 22, 23, 24)
 
 _CLASS_OF = np.zeros(256, np.uint8)
 for _code, _cls in {
     _AIR: "air", _FAT: "fat", _MUSCLE: "muscle", _SKIN: "skin", _TABLE_SKIN: "table", _TABLE_FOAM: "table",
     _PAD: "table", _BLOCK: "calibration_phantom", _BLADDER: "bladder", _GAS: "bowel_gas", _VESSEL: "vessel",
-    _ORGAN: "muscle", _CARTILAGE: "muscle", _INNER_FAT: "fat",
+    _ORGAN: "muscle", _CARTILAGE: "muscle", _INNER_FAT: "fat", _FASCIA: "fat",
     **{r: "calibration_rod" for r in _RODS},
 }.items():
     _CLASS_OF[_code] = TISSUES[_cls]
@@ -292,7 +292,8 @@ def sample_body(
         "organ": float(rng.uniform(30.0, 45.0)), "cartilage": float(rng.uniform(70.0, 100.0)),
         "gas": float(rng.uniform(-1000.0, -900.0)), "table_skin": float(rng.uniform(150.0, 450.0)),
         "table_foam": float(rng.uniform(-960.0, -880.0)), "pad": float(rng.uniform(-920.0, -780.0)),
-        "block": float(rng.uniform(-15.0, 30.0)), "air": -1000.0, "vessel": float(rng.uniform(36.0, 50.0)),
+        "block": float(rng.uniform(-15.0, 30.0)), "air": -1000.0, "fascia": float(rng.uniform(-40.0, 10.0)),
+        "vessel": float(rng.uniform(36.0, 50.0)),
     }
     fat = subject.fat_mm
     return BodyModel(
@@ -319,7 +320,7 @@ def sample_body(
         ),
         perineum_z=float(lt_z + rng.uniform(-5.0, 20.0)),
         thigh_margin=float(rng.uniform(38.0, 55.0) * mus),
-        cleft_depth=float(rng.uniform(15.0, 45.0) + 0.4 * fat),
+        cleft_depth=float(rng.uniform(8.0, 25.0) + 0.3 * fat),
         compress_mm=float(rng.uniform(3.0, 8.0) + 0.15 * fat),
         septa_deg=tuple(float(s) for s in septa),
         septa_slope=slopes,
@@ -341,7 +342,7 @@ def sample_body(
                float(rng.uniform(0.0, 3.0))),
         rod_radius=float(rng.uniform(7.0, 9.0)),
         rod_pitch=float(rng.uniform(50.0, 58.0)),
-        table=(float(rng.uniform(200.0, 240.0)), float(rng.uniform(700.0, 1400.0)), float(rng.uniform(1.5, 2.5)),
+        table=(float(rng.uniform(200.0, 240.0)), float(rng.uniform(1200.0, 2500.0)), float(rng.uniform(1.5, 2.5)),
                float(rng.uniform(30.0, 50.0)), float(rng.uniform(15.0, 40.0))),
         rod_hu=tuple(float(v) for v in calibration.rod_hu()),
     )
@@ -488,7 +489,8 @@ def render_soft_tissue(
     hu = body.hu
     for code, key in ((_AIR, "air"), (_FAT, "fat"), (_MUSCLE, "muscle"), (_SKIN, "skin"), (_TABLE_SKIN, "table_skin"),
                       (_TABLE_FOAM, "table_foam"), (_PAD, "pad"), (_BLOCK, "block"), (_BLADDER, "bladder"),
-                      (_GAS, "gas"), (_VESSEL, "vessel"), (_ORGAN, "organ"), (_CARTILAGE, "cartilage"), (_INNER_FAT, "inner_fat")):
+                      (_GAS, "gas"), (_VESSEL, "vessel"), (_ORGAN, "organ"), (_CARTILAGE, "cartilage"), (_INNER_FAT, "inner_fat"),
+                      (_FASCIA, "fascia")):
         lut[code] = hu[key]
     for code, v in zip(_RODS, body.rod_hu):
         lut[code] = v
@@ -620,16 +622,20 @@ def render_soft_tissue(
                 lean = _smin(lean, tl, 12.0)
                 outer = _smin(outer, to, 15.0)
         # Gluteal cleft: a posterior midline notch in the lower slices.
-        if z < body.hip_z + 25.0:
-            depth = body.cleft_depth * min(1.0, (body.hip_z + 25.0 - z) / 30.0)
+        if z < body.hip_z + 10.0:
+            # Supine, the buttocks press together: the natal cleft is a slit, a few mm wide at the skin.
+            depth = body.cleft_depth * min(1.0, (body.hip_z + 10.0 - z) / 30.0)
             y_back = float(np.max(y_post)) + body.fat_mm
-            notch = (np.abs(Xc - cx) - 1.0 - 0.35 * np.maximum(Yc - (y_back - depth), 0.0))
+            notch = (np.abs(Xc - cx) - 0.6 - 0.08 * np.maximum(Yc - (y_back - depth), 0.0))
             notch = np.where(Yc > y_back - depth, notch, np.float32(1e3))
             outer = np.maximum(outer, -notch)
         outer = np.maximum(outer, Yc - y_rest)
         lean = np.maximum(lean, Yc - (y_rest - 4.0))
 
         code = np.where(lean < 0, np.uint8(_MUSCLE), np.uint8(_FAT))
+        if body.fat_mm > 12.0:
+            # The superficial fascia: a thin fibrous sheet splitting thick subcutaneous fat.
+            code[(np.abs(outer - 0.45 * (outer - lean)) < 0.4) & (lean > 2.0)] = _FASCIA
         code[outer > -skin_mm] = _SKIN
 
         # Intermuscular fat planes around each hip: short curved septa between the muscle bellies, each present

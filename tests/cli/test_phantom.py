@@ -45,3 +45,32 @@ def test_unwritable_output_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["phantom", "-n", "1", "-o", str(blocker / "out"), *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0]
+
+
+def _mesh(name: str) -> str:
+    from importlib import resources
+
+    return str(resources.files("femurseg") / "resources" / "meshes" / name)
+
+
+def test_femur_mesh_passes_through_to_the_anatomy(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    argv = ["phantom", "-n", "1", "-o", str(out), "--seed", "2", "--femur-mesh",
+            _mesh("opensim_gait2392_femur_l_mm.ply"), "--mesh-side", "left", *FAST]
+    assert main(argv) == 0
+    meta = (out / "phantom.json").read_text()
+    assert "opensim_gait2392_femur_l_mm.ply" in meta and '"mesh_side": "left"' in meta
+    assert (out / "labels" / "phantom_0000.nii.gz").is_file()
+
+
+def test_pelvis_mesh_is_refused_clearly_when_the_anatomy_cannot_use_it(tmp_path: Path, capsys) -> None:
+    import inspect
+
+    from femurseg.phantom import anatomy
+
+    if "pelvis_mesh" in inspect.signature(anatomy.build_skeleton).parameters:
+        pytest.skip("this anatomy accepts a pelvis mesh")
+    argv = ["phantom", "-n", "1", "-o", str(tmp_path / "p"), "--pelvis-mesh", _mesh("opensim_gait2392_pelvis_mm.ply")]
+    assert main([*argv, *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pelvis mesh" in err[0]

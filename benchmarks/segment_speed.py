@@ -137,25 +137,13 @@ def child_femurseg(args) -> dict:
     sitk.WriteImage(result.mask, str(mask_path))
     timings = result.summary["timings_s"]
     infer_s = sum(timings[s]["infer"] for s in ("right", "left") if s in timings)
-    pre = segmenter.model_bundle.preprocessing
     cfg = segmenter.model_bundle.config
-    from femurseg.inference.window import window_starts
-
-    windows = 0
+    windows, flops = 0, 0
     for side in ("right", "left"):
         facts = result.summary["sides"][side]
-        box = facts.get("located_box_world_xyz_mm")
-        if box is None:
-            continue
-        from femurseg.models.preprocessing import roi_grid
-
-        grid = roi_grid(box["lower"], box["upper"], spacing_zyx=pre.target_spacing_zyx, margin_mm=pre.roi_margin_mm,
-                        min_shape_zyx=pre.patch_size_zyx)
-        n = 1
-        for size, patch in zip(grid.shape_zyx, pre.patch_size_zyx):
-            n *= len(window_starts(size, patch, segmenter.model_options.overlap))
-        windows += n * (1 + len(segmenter.model_options.flips))
-    flops = conv_flops(cfg, pre.patch_size_zyx) * windows
+        if "windows" in facts:
+            windows += facts["windows"]
+            flops += conv_flops(cfg, facts["window_zyx"]) * facts["windows"]
     return {
         "load_s": load_s, "total_s": total_s, "timings_s": timings, "windows": windows,
         "gflops": flops / 1e9, "gflop_per_s": flops / 1e9 / infer_s if infer_s else None,

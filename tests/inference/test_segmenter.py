@@ -128,12 +128,22 @@ def test_fast_and_tta_agree_with_the_default(tiny_bundles, segmenter, synthetic)
     from femurseg.inference import Segmenter
 
     image, _ = synthetic.synthetic_hip(seed=16, jitter=True)
-    base = sitk.GetArrayFromImage(segmenter.segment(image).mask)
+    result = segmenter.segment(image)
+    base = sitk.GetArrayFromImage(result.mask)
+    normal = result.summary["sides"]["right"]
+    assert normal["window_zyx"] == [32, 32, 32] and normal["windows"] > 1
     for options in ({"fast": True}, {"tta": True}):
         other = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", **options)
-        mask = sitk.GetArrayFromImage(other.segment(image).mask)
+        result = other.segment(image)
+        mask = sitk.GetArrayFromImage(result.mask)
         for value in (1, 2):
             assert _dice(base == value, mask == value) > 0.95, options
+        right = result.summary["sides"]["right"]
+        if "fast" in options:  # the whole ROI (rounded up to a multiple of 2**depth = 4) in one window
+            assert right["windows"] == 1
+            assert right["window_zyx"] == [-(-n // 4) * 4 for n in right["roi_shape_zyx"]]
+        else:  # the plain pass and 3 mirrored ones over the same windows
+            assert right["windows"] == 4 * normal["windows"] and right["window_zyx"] == [32, 32, 32]
 
 
 def test_public_segment_reads_a_path(tiny_bundles, synthetic, tmp_path) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from femurseg.conventions import TISSUES
 from femurseg.errors import InputError
 from femurseg.geometry import Grid
-from femurseg.phantom.ct import BoneDensity, Calibration, ROD_NAMES
+from femurseg.phantom.ct import BoneDensity, Calibration
 from femurseg.phantom.fields import HipLandmarks
 
 __all__ = ["Subject", "sample_subject", "BodyModel", "sample_body", "render_soft_tissue", "body_extent"]
@@ -540,7 +540,6 @@ def render_soft_tissue(
     if c1 <= c0 or r1 <= r0:
         return out_hu, out_cls
     Xc, Yc = X[:, c0:c1], Y[r0:r1, :]
-    shape = (r1 - r0, c1 - c0)
     bg_hu_c, under_c = bg_hu[r0:r1, c0:c1], under_code[r0:r1, c0:c1]
     under_frac_c = under_frac[r0:r1, c0:c1]
 
@@ -738,7 +737,6 @@ def render_soft_tissue(
         out_hu[k, r0:r1, c0:c1] = fb * lut[code] + (1.0 - fb) * bg_hu_c
         cls = np.where(fb >= 0.5, code, np.where(under_frac_c >= 0.5, under_c, np.uint8(_AIR)))
         out_cls[k, r0:r1, c0:c1] = _CLASS_OF[cls]
-    del shape
     return out_hu, out_cls
 
 

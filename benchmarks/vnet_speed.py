@@ -138,6 +138,28 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def _summary(rows: list[dict]) -> dict:
+    """Fastest variant per (net, size) for forward passes, and per net for training steps."""
+    summary = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "seconds" in r:
+            key = (r["kind"], r["width"], r["kernel"]) + ((r["size"],) if r["kind"] == "forward" else ())
+            groups.setdefault(key, []).append(r)
+    for key, ok in groups.items():
+        best = min(ok, key=lambda r: r["seconds"])
+        base_name = "inference_mode" if key[0] == "forward" else "fp32"
+        base = next((r for r in ok if r["variant"] == base_name), None)
+        entry = {"fastest": best["variant"], "seconds": best["seconds"]}
+        if base is not None:
+            entry[f"speedup_vs_{base_name}"] = base["seconds"] / best["seconds"]
+        if key[0] == "train":
+            entry["patches_per_s"] = best["patches_per_s"]
+        name = f"{key[0]}_{key[1]}x{key[2]}" + (f"_{key[3]}" if len(key) > 3 else "")
+        summary[name] = entry
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -212,21 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(dict(kind="train", width=width, kernel=kernel, size=args.patch, variant=variant,
                              batch=args.batch))
 
-    summary = {}
-    for width, kernel in configs:
-        mine = [r for r in rows if r["width"] == width and r["kernel"] == kernel and "seconds" in r]
-        for size in sizes:
-            ok = [r for r in mine if r["kind"] == "forward" and r["size"] == size]
-            if ok:
-                best = min(ok, key=lambda r: r["seconds"])
-                base = next((r for r in ok if r["variant"] == "no_grad"), best)
-                summary[f"forward_{width}x{kernel}_{size}"] = {
-                    "fastest": best["variant"], "seconds": best["seconds"],
-                    "speedup_vs_no_grad": base["seconds"] / best["seconds"]}
-        ok = [r for r in mine if r["kind"] == "train"]
-        if ok:
-            best = min(ok, key=lambda r: r["seconds"])
-            summary[f"train_{width}x{kernel}"] = {"fastest": best["variant"], "patches_per_s": best["patches_per_s"]}
+    summary = _summary(rows)
     print()
     for key, val in summary.items():
         print(f"{key:20} fastest: {val['fastest']:17} " + ", ".join(

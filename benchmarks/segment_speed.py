@@ -3,8 +3,8 @@
 Scan: a 512×512×250 phantom case at 0.74×0.74×1.0 mm (``femurseg.phantom``; a synthetic stand-in if the phantom is
 unavailable).  Rows, each run in a fresh subprocess so that its peak RSS is its own:
 
-- femurseg, normal (window overlap 0.5), ``--fast`` (no overlap), ``--tta``, and normal with float32 forwards
-  (the precision check of bf16: Dice of the two masks);
+- femurseg, normal (trained-size windows, overlap 0.5), ``--fast`` (each ROI in one window), normal with float32
+  forwards (the precision check of bf16: Dice of the two masks), and with ``--tta`` the 4-pass mode;
 - MONAI ``VNet`` and a MONAI ``DynUNet`` configured like nnU-Net's 3d_fullres (6 stages, 32…320 filters, instance
   norm): the whole scan resampled to 1.5 mm, 128³ windows, overlap 0.5, Gaussian blending, then back onto the
   scan's grid.  On 2 CPU cores their full runs take many minutes, so ``--baseline-windows`` windows are timed and
@@ -96,6 +96,18 @@ def bundles(folder: Path) -> tuple[Path, Path, bool]:
 
 
 # ---------------------------------------------------------------------------------------------------- child runs
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory [MB].  VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec,
+    so a child would report the parent's peak (here: the phantom generation)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_femurseg(args) -> dict:
     import numpy as np
     import SimpleITK as sitk
@@ -150,7 +162,7 @@ def child_femurseg(args) -> dict:
         "volumes_ml": {s: result.summary["sides"][s].get("volume_ml") for s in ("right", "left")},
         "mask": str(mask_path), "threads": torch.get_num_threads(),
         "bf16": window_mod.CPU_AUTOCAST and window_mod.cpu_bf16_supported(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -160,7 +172,7 @@ def child_baseline(args) -> dict:
     import torch
     from monai.networks.nets import DynUNet, VNet
 
-    from femurseg.inference.window import WindowOptions, _autocast, window_starts
+    from femurseg.inference.window import _autocast, window_starts
     from femurseg.models.preprocessing import normalize_hu, resample_image, scan_grid
 
     device = torch.device("cpu")
@@ -215,7 +227,7 @@ def child_baseline(args) -> dict:
         "infer_s_extrapolated": infer_s, "total_s": read_s + resample_s + infer_s + paste_s,
         "gflop_per_window": flops / 1e9 if flops else None,
         "gflop_per_s": flops / 1e9 / per_window if flops else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -321,6 +333,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a 256×256×125 scan at half resolution (a smoke run)")
     parser.add_argument("--baseline-windows", type=int, default=2, help="windows timed per baseline (extrapolated)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--tta", action="store_true", help="also time --tta (4 passes: slow)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "segment_speed.json"))
     parser.add_argument("--child", choices=("femurseg", "baseline", "variants"), help=argparse.SUPPRESS)
@@ -352,7 +365,8 @@ def main() -> int:
         common = ["--scan", str(work / "scan.mha"), "--labels", str(work / "labels.mha"), "--model", str(femur),
                   "--locator", str(locator), "--workdir", str(work)] + (["--real"] if real else [])
         rows: dict = {}
-        for mode, extra in (("normal", []), ("fast", []), ("tta", []), ("normal", ["--fp32"])):
+        modes = [("normal", []), ("fast", []), ("normal", ["--fp32"])] + ([("tta", [])] if args.tta else [])
+        for mode, extra in modes:
             name = f"femurseg {mode}" + (" fp32" if extra else "")
             print(f"running {name} ...", file=sys.stderr)
             rows[name] = _run_child(["--child", "femurseg", "--mode", mode, *extra, *common])

@@ -89,7 +89,6 @@ def synthetic_hip(
 
 def _train(model, inputs, targets, *, steps: int, lr: float, seed: int, patch=None):
     import torch
-    import torch.nn.functional as F
 
     g = np.random.default_rng(seed)
     torch.manual_seed(seed)

@@ -137,8 +137,6 @@ def _describe(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from femurseg.config import save_json
     from femurseg.errors import FemursegError, InputError
 

@@ -173,3 +173,25 @@ def test_bad_images_and_models_are_refused(segmenter, tiny_bundles, tmp_path) ->
         Segmenter(model=tmp_path / "nothing", locator=tiny_bundles["locate"], device="cpu")
     with pytest.raises(InputError, match="device"):
         Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="tpu")
+
+
+def test_fine_resampling_covers_only_the_femur_regions(segmenter, synthetic, monkeypatch) -> None:
+    # Memory for long scans: at the fine spacing only the ROIs are resampled, never the whole scan.
+    import femurseg.inference.segmenter as seg_mod
+
+    image, _ = synthetic.synthetic_hip(seed=22, shape_zyx=(128, 48, 48))
+    fine_grids = []
+    real = seg_mod.resample_image
+
+    def spy(img, grid, *, fill_hu):
+        fine_grids.append(grid)
+        return real(img, grid, fill_hu=fill_hu)
+
+    monkeypatch.setattr(seg_mod, "resample_image", spy)
+    result = segmenter.segment(image)
+    assert len(fine_grids) == 2  # one ROI per side
+    scan_mm = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+    for grid in fine_grids:
+        extent_mm = np.asarray(grid.shape_zyx[::-1]) * np.asarray(grid.spacing_zyx[::-1])
+        assert extent_mm[2] < 0.6 * scan_mm[2]
+    assert result.summary["sides"]["right"]["present"] and result.summary["sides"]["left"]["present"]

@@ -373,6 +373,10 @@ def main() -> int:
         if "mask" in rows["femurseg normal"] and "mask" in rows["femurseg normal fp32"]:
             rows["femurseg normal fp32"]["dice_vs_bf16"] = _dice(rows["femurseg normal"]["mask"],
                                                                  rows["femurseg normal fp32"]["mask"])
+        if real:  # accuracy of each mode against the phantom's truth (meaningless with random weights)
+            for r in rows.values():
+                if "mask" in r:
+                    r["dice_vs_truth"] = _dice(r["mask"], str(work / "labels.mha"))
         if not args.no_baselines:
             for net in ("vnet", "dynunet"):
                 print(f"running MONAI {net} ...", file=sys.stderr)
@@ -410,7 +414,10 @@ def _print_table(results: dict) -> None:
             note = (f"locate {t['locate']:.1f} s, infer {sum(t[s]['infer'] for s in ('right', 'left') if s in t):.1f} s, "
                     f"{r['windows']} windows, {'bf16' if r['bf16'] else 'fp32'}")
             if "dice_vs_bf16" in r:
-                note += f", Dice vs bf16 {r['dice_vs_bf16']}"
+                note += ", Dice vs bf16 " + "/".join(f"{v:.4f}" if v is not None else "-" for v in r["dice_vs_bf16"].values())
+            if "dice_vs_truth" in r:
+                note += ", Dice vs truth R/L " + "/".join(f"{v:.3f}" if v is not None else "-"
+                                                          for v in r["dice_vs_truth"].values())
         else:
             note = (f"{r['params'] / 1e6:.1f} M params, {r['windows_timed']} of {r['windows_total']} windows timed "
                     f"({r['window_s']:.1f} s each), extrapolated")

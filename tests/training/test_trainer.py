@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,27 @@ def test_without_validation_the_last_weights_are_exported(tiny_cohort: Path, tmp
     assert all(torch.equal(exported[k], last[k]) for k in last)
     assert not (run / "checkpoints" / "best.pt").exists()
     assert json.loads((run / "config.json").read_text())["val_cases"] == []
+
+
+def test_evaluate_bundle_reproduces_the_validation_of_the_run(finished_run: Path, tiny_cohort: Path) -> None:
+    from femurseg.training.evaluate import evaluate_bundle
+
+    bundle = load_bundle(finished_run / "model")
+    meta = json.loads((finished_run / "config.json").read_text())
+    result = evaluate_bundle(bundle, data_dir=tiny_cohort, overlap=tiny_config().sw_overlap)
+    assert {(r["case"], r["side"]) for r in result.rows} == {(c, s) for c in meta["train_cases"] + meta["val_cases"]
+                                                              for s in ("right", "left")}
+    for side in ("right", "left"):
+        val = [r["dice"] for r in result.rows if r["case"] in meta["val_cases"] and r["side"] == side]
+        assert np.mean(val) == pytest.approx(bundle.meta["metrics"][f"dice_{side}"], abs=1e-9)
+    assert result.summary["n_cases"] == 3 and all(r["hd95"] >= 0 or np.isnan(r["hd95"]) for r in result.rows)
+
+
+def test_cli_evaluate_model_mode(finished_run: Path, tiny_cohort: Path, tmp_path: Path, capsys) -> None:
+    from femurseg.cli.main import main
+
+    assert main(["evaluate", "--model", str(finished_run / "model"), "--truth", str(tiny_cohort),
+                 "-o", str(tmp_path / "m.csv")]) == 0
+    assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 1 + 3 * 2
+    assert main(["evaluate", "--truth", str(tiny_cohort)]) == 2
+    assert "either PRED_DIR" in capsys.readouterr().err

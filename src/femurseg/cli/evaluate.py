@@ -1,4 +1,9 @@
-"""``femurseg evaluate PRED --truth TRUTH``: Dice, sensitivity, specificity, HD95, ASSD and volumes per femur side."""
+"""``femurseg evaluate``: Dice, sensitivity, specificity, HD95, ASSD and volumes per femur side.
+
+``femurseg evaluate PRED_DIR --truth TRUTH`` compares predicted label maps (the full pipeline's output) with true
+ones; ``femurseg evaluate --model BUNDLE --truth COHORT`` runs a model bundle on each true femur's region of
+interest and scores it at the model's resolution (torch is imported only then).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="compare predicted femur masks with true label maps (per case and side, in mm)",
         description="Compare a folder of predicted label maps (1 right, 2 left femur) with true ones, matched by "
-        "file name; prints a per-side summary and writes per-case metrics.",
+        "file name, or (--model) score a model bundle on a labelled cohort at the model's resolution; prints a "
+        "per-side summary and writes per-case metrics.",
     )
-    parser.add_argument("pred", metavar="PRED_DIR", help="folder of predicted label maps")
+    parser.add_argument("pred", metavar="PRED_DIR", nargs="?", default=None, help="folder of predicted label maps")
+    parser.add_argument("--model", metavar="BUNDLE", default=None,
+                        help="instead of PRED_DIR: run this model bundle on each true femur ROI of the cohort")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="device for --model (default cpu)")
     parser.add_argument("--truth", required=True, metavar="TRUTH_DIR", help="folder of true label maps, or a cohort folder")
     parser.add_argument("-o", "--output", metavar="CSV", default=None, help="write per-case metrics to this CSV")
     parser.add_argument("--summary", metavar="JSON", default=None, help="write the cohort summary to this JSON")
@@ -24,9 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from femurseg.config import save_json
     from femurseg.evaluation.compare import evaluate_folders, write_rows_csv
 
-    result = evaluate_folders(pred_dir=args.pred, truth_dir=args.truth)
+    from femurseg.errors import InputError
+
+    if (args.pred is None) == (args.model is None):
+        raise InputError("give either PRED_DIR (predicted label maps) or --model BUNDLE, not both or neither")
+    if args.model is not None:
+        from femurseg.training.evaluate import evaluate_bundle
+
+        result = evaluate_bundle(args.model, data_dir=args.truth, device=args.device, progress=True)
+    else:
+        result = evaluate_folders(pred_dir=args.pred, truth_dir=args.truth)
     s = result.summary
-    print(f"cases: {s['n_cases']}" + (f" (no prediction for {len(s['missing_predictions'])})" if s["missing_predictions"] else ""))
+    missing = s.get("missing_predictions", [])
+    print(f"cases: {s['n_cases']}" + (f" (no prediction for {len(missing)})" if missing else ""))
     print(f"{'side':<6} {'n':>3} {'Dice':>15} {'sensitivity':>15} {'specificity':>15} {'HD95 [mm]':>13} {'ASSD [mm]':>13} {'vol R²':>7} {'swaps':>5}")
     for side in ("right", "left", "all"):
         e = s.get(side)

@@ -35,7 +35,7 @@ from femurseg.errors import InputError
 from femurseg.training.config import TrainConfig
 from femurseg.training.data import Volume, find_cases, prepare_volumes, split_cases
 from femurseg.training.distributed import DistInfo, barrier, cleanup, init_distributed, mean_over_ranks
-from femurseg.training.patches import PatchDataset, validation_crop
+from femurseg.training.patches import PatchDataset
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def validate(
 ) -> dict[str, float]:
     """Dice, sensitivity and specificity per side on the full validation ROIs at model resolution.
 
-    Sliding windows of the patch size with Gaussian blending (MONAI ``sliding_window_inference``), padded with
+    Sliding windows of the inference window with Gaussian blending (:func:`~femurseg.training.evaluate.predict_volume`), padded with
     −1 (the window's low end) like inference.  Specificity counts the ROI only (it depends on the field of view).
 
     Returns
@@ -159,32 +159,22 @@ def validate(
         ``dice_right``, ``dice_left``, ``sensitivity_right``, ... (means over cases; NaN for a side without
         cases) and ``dice`` (mean of the sides present).
     """
-    from monai.inferers import sliding_window_inference
-
     from femurseg.evaluation.metrics import dice, sensitivity, specificity
+    from femurseg.training.evaluate import predict_volume, side_classes
 
     pp = config.preprocessing
     per_side: dict[str, dict[str, list[float]]] = {"right": {}, "left": {}}
     was_training = model.training
     model.eval()
     amp = config.amp and device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        for vol in volumes:
-            image, target = validation_crop(vol, hu_window=pp.hu_window)
-            x = torch.from_numpy(image)[None, None].to(device)
-            # The inference window (not the training patch), so validation measures what inference will do.
-            logits = sliding_window_inference(
-                x, roi_size=pp.inference_window_zyx, sw_batch_size=1, predictor=model, overlap=config.sw_overlap,
-                mode="gaussian", padding_mode="constant", cval=-1.0,
-            )
-            pred = torch.as_tensor(logits).float().argmax(1)[0].cpu().numpy()
-            pairs = [(vol.side, 1)] if vol.side != "both" else [("right", 1), ("left", 2)]
-            for side, k in pairs:
-                p, t = pred == k, target == k
-                m = per_side[side]
-                m.setdefault("dice", []).append(dice(p, t))
-                m.setdefault("sensitivity", []).append(sensitivity(p, t))
-                m.setdefault("specificity", []).append(specificity(p, t))
+    for vol in volumes:
+        pred, target = predict_volume(model, vol, preprocessing=pp, device=device, overlap=config.sw_overlap, amp=amp)
+        for side, k in side_classes(vol):
+            p, t = pred == k, target == k
+            m = per_side[side]
+            m.setdefault("dice", []).append(dice(p, t))
+            m.setdefault("sensitivity", []).append(sensitivity(p, t))
+            m.setdefault("specificity", []).append(specificity(p, t))
     model.train(was_training)
     out: dict[str, float] = {}
     for side, m in per_side.items():

@@ -87,7 +87,7 @@ def synthetic_hip(
     return image, lab
 
 
-def _train(model, inputs, targets, *, steps: int, lr: float, seed: int, patch=None):
+def _train(model, inputs, targets, *, steps: int, lr: float, seed: int, patch=None, mirror_y: bool = False):
     import torch
 
     g = np.random.default_rng(seed)
@@ -99,14 +99,14 @@ def _train(model, inputs, targets, *, steps: int, lr: float, seed: int, patch=No
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _steps(model, opt, inputs, targets, steps=steps, g=g, patch=patch, n_classes=n_classes)
+        _steps(model, opt, inputs, targets, steps=steps, g=g, patch=patch, n_classes=n_classes, mirror_y=mirror_y)
     finally:
         torch.set_num_threads(threads)
     model.eval()
     return model
 
 
-def _steps(model, opt, inputs, targets, *, steps, g, patch, n_classes) -> None:
+def _steps(model, opt, inputs, targets, *, steps, g, patch, n_classes, mirror_y) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -119,8 +119,10 @@ def _steps(model, opt, inputs, targets, *, steps, g, patch, n_classes) -> None:
                 start = [int(g.integers(0, s - p + 1)) for s, p in zip(x.shape, patch)]
                 sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
                 x, y = x[sl], y[sl]
-            xs.append(x)
-            ys.append(y)
+            if mirror_y and g.random() < 0.5:  # mirror augmentation along y (anterior-posterior)
+                x, y = x[:, ::-1], y[:, ::-1]
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
         x = torch.from_numpy(np.stack(xs))[:, None]
         y = torch.from_numpy(np.stack(ys).astype(np.int64))
         logits = model(x)
@@ -202,13 +204,14 @@ def build_tiny_bundles(folder: Path) -> dict[str, Path]:
                 x, y = mirror_x(x), mirror_x(y)
             xs.append(x)
             ys.append(y)
-    femur = _train(build_vnet(fem_cfg, seed=2), xs, ys, steps=100, lr=5e-3, seed=2, patch=(32, 32, 32))
+    femur = _train(build_vnet(fem_cfg, seed=2), xs, ys, steps=100, lr=5e-3, seed=2, patch=(32, 32, 32), mirror_y=True)
     seconds = time.perf_counter() - t0
     for kind, model, cfg, pre in (("locate", locator, loc_cfg, loc_pre), ("femur", femur, fem_cfg, fem_pre)):
         save_bundle(paths[kind], model=model, config=cfg, preprocessing=pre,
                     labels={"background": 0, "right femur": 1, "left femur": 2} if kind == "locate"
                     else {"background": 0, "femur": 1},
-                    training={"cases": len(cases), "seconds": seconds, "note": "tiny test model"},
+                    training={"cases": len(cases), "seconds": seconds, "note": "tiny test model",
+                              "augmentation": {"mirror_axes": [1] if kind == "femur" else []}},
                     metrics={}, name=f"tiny-{kind}-test")
     return paths
 

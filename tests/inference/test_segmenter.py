@@ -142,8 +142,22 @@ def test_fast_and_tta_agree_with_the_default(tiny_bundles, segmenter, synthetic)
         if "fast" in options:  # the whole ROI (rounded up to a multiple of 2**depth = 4) in one window
             assert right["windows"] == 1
             assert right["window_zyx"] == [-(-n // 4) * 4 for n in right["roi_shape_zyx"]]
-        else:  # the plain pass and 3 mirrored ones over the same windows
-            assert right["windows"] == 4 * normal["windows"] and right["window_zyx"] == [32, 32, 32]
+        else:  # the plain pass and one mirrored along y (the tiny femur model's trained mirror axis)
+            assert right["windows"] == 2 * normal["windows"] and right["window_zyx"] == [32, 32, 32]
+
+
+def test_tta_uses_the_trained_mirror_axes_and_refuses_a_model_without(tiny_bundles) -> None:
+    from femurseg.inference.segmenter import Segmenter, tta_flips
+    from femurseg.models.bundle import load_bundle
+
+    assert tta_flips(load_bundle(tiny_bundles["femur"])) == ((1,),)
+    fake = load_bundle(tiny_bundles["femur"])
+    fake.meta["training"]["augmentation"]["mirror_axes"] = [2, 1]
+    assert tta_flips(fake) == ((1,), (2,), (1, 2))
+    fake.meta["training"]["augmentation"]["mirror_axes"] = []
+    with pytest.raises(InputError, match="without mirror augmentation"):
+        Segmenter(model=fake, locator=tiny_bundles["locate"], device="cpu", tta=True)
+    Segmenter(model=fake, locator=tiny_bundles["locate"], device="cpu")  # fine without --tta
 
 
 def test_public_segment_reads_a_path(tiny_bundles, synthetic, tmp_path) -> None:

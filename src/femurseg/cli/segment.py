@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--locator", metavar="BUNDLE", help="locator model bundle folder (default: the bundled locator)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     p.add_argument("--fast", action="store_true", help="no window overlap: ~3x faster, slightly rougher")
-    p.add_argument("--tta", action="store_true", help="mirror-flip test-time augmentation: ~4x slower")
+    p.add_argument("--tta", action="store_true",
+                   help="mirror-flip test-time augmentation over the mirror axes the model was trained with")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the femur probability map (<output>_probabilities.<ext>)")
     p.add_argument("--summary", metavar="FILE.json", help="write the summary (volumes, confidence, timings) here")

@@ -47,3 +47,8 @@ def test_preprocessing_validates():
     with pytest.raises(InputError):
         from_dict(Preprocessing, {"hu_window": [100.0, -100.0]})
     assert from_dict(Preprocessing, to_dict(Preprocessing())) == Preprocessing()
+
+
+def test_saved_json_is_readable_by_others(tmp_path):
+    path = save_json(_Outer(), tmp_path / "c.json")
+    assert path.stat().st_mode & 0o777 == 0o644

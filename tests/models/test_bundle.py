@@ -215,10 +215,12 @@ def test_weights_are_plain_safetensors(saved: tuple[Path, torch.nn.Module]) -> N
     assert set(state) == set(model.state_dict())
 
 
-def test_bundled_model_path_is_a_bundle_or_a_clear_error() -> None:
+@pytest.mark.parametrize("kind, classes", [("femur", 2), ("locate", 3)])
+def test_bundled_model_path_is_a_bundle_or_a_clear_error(kind: str, classes: int) -> None:
     try:
-        path = bundled_model_path()
+        path = bundled_model_path(kind)
     except ModelError as err:
-        assert "no model is bundled" in str(err)
+        assert f"no {kind} model is bundled" in str(err)
     else:
-        assert load_bundle(path).config.out_channels >= 2
+        bundle = load_bundle(path)
+        assert bundle.config.out_channels == classes and bundle.preprocessing.task == kind

@@ -64,8 +64,6 @@ def tta_flips(bundle) -> tuple[tuple[int, ...], ...]:
             "passes would lower its accuracy; run without --tta (or use a model trained with mirror_axes)"
         )
     return tuple(c for n in range(1, len(axes) + 1) for c in combinations(axes, n))
-#: The shipped bundles: ``locate/`` (coarse locator) and ``femur/`` (fine one-sided model).
-BUNDLED_MODELS: Path = Path(__file__).resolve().parents[1] / "resources" / "model"
 #: Windows per forward pass.
 BATCH_SIZE: int = 2
 
@@ -91,19 +89,12 @@ class SegmentationResult:
 
 
 def _load(source: Any, kind: str, device: torch.device):
-    from femurseg.models.bundle import Bundle, load_bundle
+    from femurseg.models.bundle import Bundle, bundled_model_path, load_bundle
 
     if isinstance(source, Bundle):
         bundle = source
     else:
-        if source is None:
-            path = BUNDLED_MODELS / kind
-            if not path.is_dir():
-                option = "--model" if kind == "femur" else "--locator"
-                raise ModelError(f"no {kind} model is bundled with this femurseg installation ({path} is missing); "
-                                 f"pass a bundle folder with {option} or train one with `femurseg train`")
-        else:
-            path = Path(source)
+        path = bundled_model_path(kind) if source is None else Path(source)
         bundle = load_bundle(path, device=str(device))
     task = bundle.preprocessing.task
     if task != kind:

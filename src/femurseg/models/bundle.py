@@ -333,18 +333,26 @@ def load_bundle(path: str | os.PathLike[str], *, device: str | torch.device = "c
     return Bundle(model=model, config=config, preprocessing=preprocessing, meta=meta, path=path)
 
 
-def bundled_model_path() -> Path:
-    """The model bundle shipped inside the package (``femurseg/resources/model/``).
+def bundled_model_path(kind: str = "femur") -> Path:
+    """A model bundle shipped inside the package: ``femurseg/resources/model/<kind>/``.
+
+    Parameters
+    ----------
+    kind : {"femur", "locate"}
+        The fine one-sided femur model or the coarse whole-scan locator.
 
     Raises
     ------
     ModelError
-        No model is bundled with this installation.
+        No such model is bundled with this installation.
     """
-    path = Path(__file__).resolve().parents[1] / "resources" / "model"
+    if kind not in ("femur", "locate"):
+        raise ValueError(f"kind must be 'femur' or 'locate', not {kind!r}")
+    path = Path(__file__).resolve().parents[1] / "resources" / "model" / kind
     if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        option = "--model" if kind == "femur" else "--locator"
         raise ModelError(
-            f"no model is bundled with this femurseg installation ({path} is missing); "
-            "pass a model bundle folder or train one with `femurseg train`"
+            f"no {kind} model is bundled with this femurseg installation ({path} is missing); "
+            f"pass a bundle folder with {option} or train one with `femurseg train`"
         )
     return path

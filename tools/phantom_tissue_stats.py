@@ -44,11 +44,14 @@ def main() -> None:
             continue
         inner = ndimage.binary_erosion(m)
         v_all = hu[m]
-        v_in = hu[inner] if inner.any() else np.array([np.nan])
         lit = LITERATURE_HU.get(name)
-        flag = "" if lit is None or lit[0] <= np.nanmean(v_in) <= lit[1] else "  <-- outside"
-        print(f"{name:<20} {int(m.sum()):>10} {v_all.mean():>9.0f} ± {v_all.std():<6.0f} {np.nanmean(v_in):>12.0f} ± "
-              f"{np.nanstd(v_in):<6.0f} {str(lit or ''):>14}{flag}")
+        if inner.any():
+            v_in = hu[inner]
+            interior = f"{v_in.mean():>12.0f} ± {v_in.std():<6.0f}"
+            flag = "" if lit is None or lit[0] <= v_in.mean() <= lit[1] else "  <-- outside"
+        else:  # too thin or too small to have an interior: no partial-volume-free value
+            interior, flag = f"{'-':>12}   {'':<6}", ""
+        print(f"{name:<20} {int(m.sum()):>10} {v_all.mean():>9.0f} ± {v_all.std():<6.0f} {interior} {str(lit or ''):>14}{flag}")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,26 @@ def test_cli_evaluate_model_mode(finished_run: Path, tiny_cohort: Path, tmp_path
     assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 1 + 3 * 2
     assert main(["evaluate", "--truth", str(tiny_cohort)]) == 2
     assert "either PRED_DIR" in capsys.readouterr().err
+
+
+def test_init_weights_starts_from_a_bundle(finished_run: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+    from femurseg.errors import InputError
+    from femurseg.models.vnet import VNetConfig
+
+    source = load_bundle(finished_run / "model")
+    # One step with a tiny learning rate: the weights stay next to the bundle's, far from a fresh initialisation.
+    run = tmp_path / "ft"
+    fit(tiny_config(init_weights=str(finished_run / "model"), steps=1, warmup_steps=0, lr=1e-9, val_every=1,
+                    checkpoint_every=1), data_dir=tiny_cohort, run_dir=run, progress=False)
+    tuned = load_bundle(run / "model").model.state_dict()
+    fresh = fit(tiny_config(steps=1, warmup_steps=0, lr=1e-9, val_every=1, checkpoint_every=1, seed=99),
+                data_dir=tiny_cohort, run_dir=tmp_path / "fresh", progress=False)
+    fresh_state = load_bundle(fresh).model.state_dict()
+    for k, v in source.model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(tuned[k], v, atol=1e-6), k
+    assert any(not torch.allclose(fresh_state[k], v, atol=1e-3) for k, v in source.model.state_dict().items()
+               if v.is_floating_point())
+    with pytest.raises(InputError, match="same architecture"):
+        fit(tiny_config(init_weights=str(finished_run / "model"), network=VNetConfig(base_width=2, depth=2,
+                        convs_per_stage=(1, 1, 1))), data_dir=tiny_cohort, run_dir=tmp_path / "bad", progress=False)

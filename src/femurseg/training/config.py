@@ -158,6 +158,10 @@ class TrainConfig:
         Data-loading worker processes per rank (0: in the training process; patches stay deterministic either way).
     num_threads : int
         torch CPU threads (0: the machine's cores divided by the number of local ranks).
+    init_weights : str, optional
+        A model bundle folder whose weights start the run instead of a random initialisation (fine-tuning the
+        bundled model on your own cohort, or continuing a run with a new schedule); its architecture must equal
+        ``network``.
     """
 
     network: VNetConfig = field(default_factory=lambda: VNetConfig(base_width=8))
@@ -185,6 +189,7 @@ class TrainConfig:
     amp: bool = True
     num_workers: int = 0
     num_threads: int = 0
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in ("dice", "dice_ce"):

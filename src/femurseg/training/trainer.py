@@ -210,6 +210,20 @@ def _run_meta(config: TrainConfig, *, data_dir: Path, dist_info: DistInfo, devic
     }
 
 
+def _init_from_bundle(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Start from a bundle's weights (``config.init_weights``); its architecture must be ``config.network``."""
+    from femurseg.models.bundle import load_bundle
+
+    bundle = load_bundle(config.init_weights, device="cpu")
+    if bundle.config != config.network:
+        raise InputError(
+            f"{config.init_weights}: its network {to_dict(bundle.config)} differs from the config's network; "
+            "init_weights needs the same architecture"
+        )
+    model.load_state_dict(bundle.model.state_dict())
+    log.info("initial weights from %s (sha256 %s)", bundle.path, bundle.meta.get("weights_sha256"))
+
+
 def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     old = saved.get("config", {})
     new = to_dict(config)
@@ -354,6 +368,8 @@ def fit(
                  len(train_rec), len(train_vol), len(val_rec), device, dist_info.world_size)
 
         model = build_vnet(config.network, seed=config.seed).to(device)
+        if config.init_weights is not None and not resume:
+            _init_from_bundle(model, config)
         raw_model = model
         if dist_info.enabled:
             model = torch.nn.parallel.DistributedDataParallel(

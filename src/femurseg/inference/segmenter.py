@@ -189,17 +189,22 @@ class Segmenter:
         self._model = prepare_model(self.model_bundle.model, self.device)
         self._locator = prepare_model(self.locator_bundle.model, self.device)
         overlap = 0.0 if self.fast else OVERLAP
+        # The bundle's inference window (which may exceed its training patch: the net is fully convolutional);
+        # large windows go one at a time to bound memory.
+        window = self.model_bundle.preprocessing.inference_window_zyx
         self.model_options = WindowOptions(
-            patch_size_zyx=tuple(self.model_bundle.preprocessing.patch_size_zyx), overlap=overlap,
-            batch_size=BATCH_SIZE, flips=tta_flips(self.model_bundle) if self.tta else (),
+            patch_size_zyx=window, overlap=overlap,
+            batch_size=BATCH_SIZE if window == tuple(self.model_bundle.preprocessing.patch_size_zyx) else 1,
+            flips=tta_flips(self.model_bundle) if self.tta else (),
         )
         self.locator_options = WindowOptions(
-            patch_size_zyx=tuple(self.locator_bundle.preprocessing.patch_size_zyx), overlap=overlap,
+            patch_size_zyx=self.locator_bundle.preprocessing.inference_window_zyx, overlap=overlap,
             batch_size=BATCH_SIZE,
         )
 
     def _roi_options(self, shape_zyx: tuple[int, ...]) -> WindowOptions:
-        """The fine model's windows over an ROI: the trained patch, or in ``fast`` mode the ROI itself (capped)."""
+        """The fine model's windows over an ROI: the bundle's inference window, or in ``fast`` mode the ROI itself
+        (capped)."""
         if not self.fast:
             return self.model_options
         m = 2 ** self.model_bundle.config.depth

@@ -126,13 +126,17 @@ def save_json(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def load_json(cls: type[T], path: str | Path) -> T:
-    """Read a dataclass from a JSON file, with :func:`from_dict`'s validation."""
+def read_json(path: str | Path) -> Any:
+    """The parsed content of a JSON file; InputError (one line) when it is missing or unreadable."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable JSON file ({err})") from None
-    return from_dict(cls, data, where=path.name)
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    """Read a dataclass from a JSON file, with :func:`from_dict`'s validation."""
+    return from_dict(cls, read_json(path), where=Path(path).name)

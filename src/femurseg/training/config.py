@@ -7,12 +7,11 @@ variety.  Load and save with :func:`load_train_config` / :func:`save_train_confi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from femurseg.config import from_dict, save_json
+from femurseg.config import from_dict, read_json, save_json
 from femurseg.errors import InputError
 from femurseg.models.preprocessing import Preprocessing
 from femurseg.models.vnet import VNetConfig
@@ -243,12 +242,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     Also reads a run folder's ``config.json`` (the config under its ``"config"`` key), so a run can be repeated.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a readable JSON file ({err})") from None
+    data = read_json(path)
     if isinstance(data, dict) and "femurseg_version" in data and isinstance(data.get("config"), dict):
         data = data["config"]
     return from_dict(TrainConfig, data, where=path.name)

@@ -1,7 +1,7 @@
 """End-to-end speed and memory of ``femurseg segment`` on a full-size hip CT, against two MONAI baselines.
 
-Scan: a 512×512×250 phantom case at 0.74×0.74×1.0 mm (``femurseg.phantom``; a synthetic stand-in if the phantom is
-unavailable).  Rows, each run in a fresh subprocess so that its peak RSS is its own:
+Scan: a 512×512×250 phantom case at 0.74×0.74×1.0 mm (``femurseg.phantom``).  Rows, each run in a fresh
+subprocess so that its peak RSS is its own:
 
 - femurseg, normal (trained-size windows, overlap 0.5), ``--fast`` (each ROI in one window), normal with float32
   forwards (the precision check of bf16: Dice of the two masks), and with ``--tta`` the 4-pass mode;
@@ -44,32 +44,22 @@ def make_scan(folder: Path, *, quick: bool) -> dict:
 
     shape_xyz = (256, 256, 125) if quick else (512, 512, 250)
     spacing = (1.48, 1.48, 2.0) if quick else (0.74, 0.74, 1.0)
-    source = "phantom"
-    try:
-        from femurseg.phantom.generate import PhantomOptions, generate
+    from femurseg.phantom.generate import PhantomOptions, generate
 
-        case = generate(7, options=PhantomOptions(spacing_xyz=spacing, matrix=shape_xyz[0],
-                                                  z_margins_mm=((40.0, 60.0), (80.0, 110.0))))
-        scan, labels = case.scan, case.labels
-        n = scan.GetSize()[2]
-        if n >= shape_xyz[2]:  # keep the top 250 slices: the hips and as much femur as fits
-            scan, labels = scan[:, :, n - shape_xyz[2]:], labels[:, :, n - shape_xyz[2]:]
-        else:  # extend with air below, keeping the geometry
-            pad = [0, 0, shape_xyz[2] - n]
-            scan = sitk.ConstantPad(scan, pad, [0, 0, 0], -1000)
-            labels = sitk.ConstantPad(labels, pad, [0, 0, 0], 0)
-    except Exception as err:  # the phantom is another engineer's module; the benchmark must still run
-        print(f"phantom unavailable ({err}); using a synthetic scan", file=sys.stderr)
-        source = "synthetic"
-        sys.path.insert(0, str(ROOT / "tests" / "inference"))
-        from synthetic import synthetic_hip
-
-        scan, labels = synthetic_hip(seed=7, shape_zyx=shape_xyz[::-1], spacing_zyx=spacing[::-1])
-        # The synthetic anatomy is 1/4 scale of a 512 scan at 2 mm; good enough for timing.
+    case = generate(7, options=PhantomOptions(spacing_xyz=spacing, matrix=shape_xyz[0],
+                                              z_margins_mm=((40.0, 60.0), (80.0, 110.0))))
+    scan, labels = case.scan, case.labels
+    n = scan.GetSize()[2]
+    if n >= shape_xyz[2]:  # keep the top 250 slices: the hips and as much femur as fits
+        scan, labels = scan[:, :, n - shape_xyz[2]:], labels[:, :, n - shape_xyz[2]:]
+    else:  # extend with air below, keeping the geometry
+        pad = [0, 0, shape_xyz[2] - n]
+        scan = sitk.ConstantPad(scan, pad, [0, 0, 0], -1000)
+        labels = sitk.ConstantPad(labels, pad, [0, 0, 0], 0)
     sitk.WriteImage(scan, str(folder / "scan.mha"))
     sitk.WriteImage(labels, str(folder / "labels.mha"))
     arr = sitk.GetArrayViewFromImage(labels)
-    return {"source": source, "size_xyz": list(scan.GetSize()), "spacing_xyz": list(scan.GetSpacing()),
+    return {"source": "phantom", "size_xyz": list(scan.GetSize()), "spacing_xyz": list(scan.GetSpacing()),
             "true_voxels": {"right": int((arr == 1).sum()), "left": int((arr == 2).sum())}}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,7 @@ import SimpleITK as sitk
 
 from femurseg.cli.main import main
 
-# The DICOM series writer lives with the io tests; load it by path so the two test folders need no packages.
-_spec = importlib.util.spec_from_file_location("_io_conftest", Path(__file__).parents[1] / "io" / "conftest.py")
-_io = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_io)
+from helpers.dicom import ramp_hu, uid, write_ct_series
 
 
 def _assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, needle: str) -> None:
@@ -44,11 +40,11 @@ def test_info_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_info_dicom_lists_series_and_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _io.write_ct_series(tmp_path / "a", _io.ramp_hu((4, 3, 5)), series="big", description="big one")
-    _io.write_ct_series(tmp_path / "b", _io.ramp_hu((2, 3, 5)), series="small", description="small one")
+    write_ct_series(tmp_path / "a", ramp_hu((4, 3, 5)), series="big", description="big one")
+    write_ct_series(tmp_path / "b", ramp_hu((2, 3, 5)), series="small", description="small one")
     assert main(["info", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    big, small = _io.uid("big"), _io.uid("small")
+    big, small = uid("big"), uid("small")
     assert "format:       DICOM series" in out
     assert "series found: 2" in out
     assert f"* {big} (CT 'big one', 4 slices)" in out
@@ -77,5 +73,5 @@ def test_info_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_info_unknown_series_uid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _io.write_ct_series(tmp_path, _io.ramp_hu((2, 3, 5)), series="only")
-    _assert_one_line_error(capsys, main(["info", str(tmp_path), "--series-uid", "9.9"]), f"series found: {_io.uid('only')}")
+    write_ct_series(tmp_path, ramp_hu((2, 3, 5)), series="only")
+    _assert_one_line_error(capsys, main(["info", str(tmp_path), "--series-uid", "9.9"]), f"series found: {uid('only')}")

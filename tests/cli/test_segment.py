@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,10 @@ import SimpleITK as sitk
 import torch
 
 from femurseg.cli.main import main
+
+from helpers.dicom import write_ct_series
+from helpers.synthetic import build_tiny_bundles, synthetic_hip
+
 
 def _oblique() -> tuple[float, ...]:
     """A rotation by 20° about z after 20° about x, orthonormal to double precision."""
@@ -25,23 +28,10 @@ def _oblique() -> tuple[float, ...]:
 OBLIQUE = _oblique()
 
 
-def _load_synthetic():
-    path = Path(__file__).resolve().parents[1] / "inference" / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("femurseg_test_synthetic", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def synthetic():
-    return _load_synthetic()
-
-
-@pytest.fixture(scope="module")
-def bundles(synthetic, tmp_path_factory) -> list[str]:
+def bundles(tmp_path_factory) -> list[str]:
     # The same session cache as tests/inference: trained once per test session.
-    paths = synthetic.build_tiny_bundles(tmp_path_factory.getbasetemp() / "femurseg-tiny-bundles")
+    paths = build_tiny_bundles(tmp_path_factory.getbasetemp() / "femurseg-tiny-bundles")
     return ["--model", str(paths["femur"]), "--locator", str(paths["locate"]), "--device", "cpu"]
 
 
@@ -69,9 +59,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("out_ending", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
 @pytest.mark.parametrize("direction", ["oblique", "flipped"])
-def test_single_scan_mask_on_the_exact_input_grid(tmp_path, capsys, synthetic, bundles, out_ending, direction) -> None:
+def test_single_scan_mask_on_the_exact_input_grid(tmp_path, capsys, bundles, out_ending, direction) -> None:
     d = OBLIQUE if direction == "oblique" else (-1, 0, 0, 0, -1, 0, 0, 0, 1)
-    image, truth = synthetic.synthetic_hip(seed=31, direction=d)
+    image, truth = synthetic_hip(seed=31, direction=d)
     scan = tmp_path / "hip.mha"  # MetaImage keeps double-precision geometry: the reference is exact
     sitk.WriteImage(image, str(scan))
     out = tmp_path / f"mask{out_ending}"
@@ -98,8 +88,8 @@ def test_single_scan_mask_on_the_exact_input_grid(tmp_path, capsys, synthetic, b
         assert _dice(m == value, t == value) > 0.9
 
 
-def test_summary_and_probabilities(tmp_path, capsys, synthetic, bundles) -> None:
-    image, _ = synthetic.synthetic_hip(seed=32)
+def test_summary_and_probabilities(tmp_path, capsys, bundles) -> None:
+    image, _ = synthetic_hip(seed=32)
     sitk.WriteImage(image, str(tmp_path / "hip.nii.gz"))
     args = ["segment", str(tmp_path / "hip.nii.gz"), "-o", str(tmp_path / "mask.nrrd"), "--probabilities",
             "--summary", str(tmp_path / "summary.json"), *bundles]
@@ -114,8 +104,8 @@ def test_summary_and_probabilities(tmp_path, capsys, synthetic, bundles) -> None
     assert prob.GetPixelID() == sitk.sitkFloat32 and prob.GetSize() == image.GetSize()
 
 
-def test_refuses_to_overwrite_without_flag(tmp_path, capsys, synthetic, bundles) -> None:
-    image, _ = synthetic.synthetic_hip(seed=33)
+def test_refuses_to_overwrite_without_flag(tmp_path, capsys, bundles) -> None:
+    image, _ = synthetic_hip(seed=33)
     sitk.WriteImage(image, str(tmp_path / "hip.nii.gz"))
     out = tmp_path / "mask.nii.gz"
     out.write_bytes(b"old")
@@ -126,8 +116,8 @@ def test_refuses_to_overwrite_without_flag(tmp_path, capsys, synthetic, bundles)
     assert sitk.ReadImage(str(out)).GetSize() == image.GetSize()
 
 
-def _bad_inputs(tmp: Path, synthetic) -> dict[str, tuple[list[str], str]]:
-    image, _ = synthetic.synthetic_hip(seed=34)
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    image, _ = synthetic_hip(seed=34)
     sitk.WriteImage(image, str(tmp / "hip.nii.gz"))
     sitk.WriteImage(sitk.Image([32, 32], sitk.sitkInt16), str(tmp / "slice.nii.gz"))
     return {
@@ -143,16 +133,16 @@ def _bad_inputs(tmp: Path, synthetic) -> dict[str, tuple[list[str], str]]:
 
 @pytest.mark.parametrize("case", ["missing input", "2D image", "unknown output type", "SEG of a non-DICOM input",
                                   "missing output folder", "summary not json"])
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, synthetic, bundles, case) -> None:
-    args, message = _bad_inputs(tmp_path, synthetic)[case]
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, bundles, case) -> None:
+    args, message = _bad_inputs(tmp_path)[case]
     before = _listing(tmp_path)
     assert main(["segment", *args, *bundles]) == 2
     assert message in _one_error_line(capsys)
     assert _listing(tmp_path) == before
 
 
-def test_no_femur_exit_3_nothing_written(tmp_path, capsys, synthetic, bundles) -> None:
-    image, _ = synthetic.synthetic_hip(seed=35, sides=())
+def test_no_femur_exit_3_nothing_written(tmp_path, capsys, bundles) -> None:
+    image, _ = synthetic_hip(seed=35, sides=())
     sitk.WriteImage(image, str(tmp_path / "pelvis.nii.gz"))
     args = ["segment", str(tmp_path / "pelvis.nii.gz"), "-o", str(tmp_path / "m.nii.gz"),
             "--summary", str(tmp_path / "s.json"), "--probabilities", *bundles]
@@ -161,11 +151,11 @@ def test_no_femur_exit_3_nothing_written(tmp_path, capsys, synthetic, bundles) -
     assert _listing(tmp_path) == ["pelvis.nii.gz"]
 
 
-def test_folder_of_scans_and_csv_list(tmp_path, capsys, synthetic, bundles) -> None:
+def test_folder_of_scans_and_csv_list(tmp_path, capsys, bundles) -> None:
     scans = tmp_path / "scans"
     scans.mkdir()
-    both, _ = synthetic.synthetic_hip(seed=36)
-    left, _ = synthetic.synthetic_hip(seed=37, sides=("left",))
+    both, _ = synthetic_hip(seed=36)
+    left, _ = synthetic_hip(seed=37, sides=("left",))
     sitk.WriteImage(both, str(scans / "a.nii.gz"))
     sitk.WriteImage(left, str(scans / "b.nrrd"))
     assert main(["segment", str(scans), "-o", str(tmp_path / "out"), *bundles]) == 0
@@ -189,9 +179,9 @@ def test_folder_of_scans_and_csv_list(tmp_path, capsys, synthetic, bundles) -> N
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "a.nii.gz"))))
 
 
-def test_batch_goes_on_past_a_scan_without_femur(tmp_path, capsys, synthetic, bundles) -> None:
-    good, _ = synthetic.synthetic_hip(seed=38)
-    empty, _ = synthetic.synthetic_hip(seed=39, sides=())
+def test_batch_goes_on_past_a_scan_without_femur(tmp_path, capsys, bundles) -> None:
+    good, _ = synthetic_hip(seed=38)
+    empty, _ = synthetic_hip(seed=39, sides=())
     sitk.WriteImage(good, str(tmp_path / "good.nii.gz"))
     sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
     code = main(["segment", str(tmp_path / "good.nii.gz"), str(tmp_path / "empty.nii.gz"), "-o",
@@ -203,12 +193,14 @@ def test_batch_goes_on_past_a_scan_without_femur(tmp_path, capsys, synthetic, bu
     assert rows == {"good": "ok", "empty": "no femur"}
 
 
-def test_dicom_series_to_dicom_seg(tmp_path, capsys, synthetic, bundles) -> None:
+def test_dicom_series_to_dicom_seg(tmp_path, capsys, bundles) -> None:
     hd = pytest.importorskip("highdicom")
     import pydicom
 
-    image, _ = synthetic.synthetic_hip(seed=40, shape_zyx=(40, 48, 56))
-    files = synthetic.write_dicom_series(image, tmp_path / "dicom")
+    image, _ = synthetic_hip(seed=40, shape_zyx=(40, 48, 56))
+    d = np.asarray(image.GetDirection()).reshape(3, 3)
+    files = write_ct_series(tmp_path / "dicom", sitk.GetArrayFromImage(image), spacing_xyz=image.GetSpacing(),
+                            origin_xyz=image.GetOrigin(), row_dir=d[:, 0], col_dir=d[:, 1], reverse_files=True)
     assert main(["segment", str(tmp_path / "dicom"), "-o", str(tmp_path / "seg.dcm"), *bundles]) == 0
     assert main(["segment", str(tmp_path / "dicom"), "-o", str(tmp_path / "mask.nrrd"), *bundles]) == 0
     mask = sitk.ReadImage(str(tmp_path / "mask.nrrd"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,7 @@ import pytest
 from femurseg.cli.main import main
 from femurseg.config import save_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.conftest import tiny_config, write_cohort  # noqa: E402
+from training.conftest import tiny_config, write_cohort
 
 
 def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-
-def load_synthetic():
-    """tests/inference/synthetic.py, loaded by path (the tests folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("femurseg_test_synthetic", Path(__file__).with_name("synthetic.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers.synthetic import build_tiny_bundles
 
 
 @pytest.fixture(scope="session")
-def synthetic():
-    return load_synthetic()
-
-
-@pytest.fixture(scope="session")
-def tiny_bundles(synthetic, tmp_path_factory) -> dict[str, Path]:
-    return synthetic.build_tiny_bundles(tmp_path_factory.getbasetemp() / "femurseg-tiny-bundles")
+def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_bundles(tmp_path_factory.getbasetemp() / "femurseg-tiny-bundles")
 
 
 @pytest.fixture(scope="session", autouse=True)

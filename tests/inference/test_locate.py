@@ -9,6 +9,8 @@ from femurseg.errors import NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference import locate
 
+from helpers.synthetic import synthetic_hip
+
 
 def test_boxes_of_the_largest_component_per_side() -> None:
     grid = Grid(shape_zyx=(20, 30, 40), spacing_zyx=(4.0, 4.0, 4.0), origin_xyz=(-80.0, -60.0, -40.0))
@@ -38,9 +40,9 @@ def test_speckle_alone_is_no_femur() -> None:
         locate.femur_boxes(labels, grid)
 
 
-def test_long_scans_in_slabs_match_one_piece(segmenter, synthetic, monkeypatch) -> None:
+def test_long_scans_in_slabs_match_one_piece(segmenter, monkeypatch) -> None:
     # A 256 mm long scan is 64 locator slices; a small slab budget forces 2 slabs of 56 (2 × patch) + halo.
-    image, _ = synthetic.synthetic_hip(seed=21, shape_zyx=(128, 48, 48))
+    image, _ = synthetic_hip(seed=21, shape_zyx=(128, 48, 48))
     model, pre = segmenter._locator, segmenter.locator_bundle.preprocessing
     opts, dev = segmenter.locator_options, segmenter.device
     whole, grid = locate.locator_labels(image, model, pre, options=opts, device=dev)

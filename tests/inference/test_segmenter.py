@@ -11,6 +11,8 @@ import SimpleITK as sitk
 
 from femurseg.errors import InputError, ModelError, NoFemurFound
 
+from helpers.synthetic import synthetic_hip
+
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
@@ -39,8 +41,8 @@ def _same_geometry(a: sitk.Image, b: sitk.Image) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
-def test_mask_has_the_scan_geometry_and_both_femurs(segmenter, synthetic, name) -> None:
-    image, truth = synthetic.synthetic_hip(seed=11, direction=DIRECTIONS[name])
+def test_mask_has_the_scan_geometry_and_both_femurs(segmenter, name) -> None:
+    image, truth = synthetic_hip(seed=11, direction=DIRECTIONS[name])
     result = segmenter.segment(image)
     _same_geometry(result.mask, image)
     assert result.mask.GetPixelID() == sitk.sitkUInt8
@@ -50,8 +52,8 @@ def test_mask_has_the_scan_geometry_and_both_femurs(segmenter, synthetic, name) 
         assert _dice(mask == value, true == value) > 0.9, (name, value)
 
 
-def test_mirrored_scan_gives_the_mirrored_mask_with_sides_swapped(segmenter, synthetic) -> None:
-    image, _ = synthetic.synthetic_hip(seed=12)
+def test_mirrored_scan_gives_the_mirrored_mask_with_sides_swapped(segmenter) -> None:
+    image, _ = synthetic_hip(seed=12)
     arr = sitk.GetArrayFromImage(image)
     mirrored = sitk.GetImageFromArray(np.ascontiguousarray(arr[..., ::-1]))
     mirrored.CopyInformation(image)  # the grid is centred on x = 0: the array flip mirrors the world about x = 0
@@ -63,8 +65,8 @@ def test_mirrored_scan_gives_the_mirrored_mask_with_sides_swapped(segmenter, syn
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_one_hip_scan_labels_only_that_side(segmenter, synthetic, side) -> None:
-    image, truth = synthetic.synthetic_hip(seed=13, sides=(side,))
+def test_one_hip_scan_labels_only_that_side(segmenter, side) -> None:
+    image, truth = synthetic_hip(seed=13, sides=(side,))
     result = segmenter.segment(image)
     mask = sitk.GetArrayFromImage(result.mask)
     value, other = (1, 2) if side == "right" else (2, 1)
@@ -76,20 +78,20 @@ def test_one_hip_scan_labels_only_that_side(segmenter, synthetic, side) -> None:
 
 
 @pytest.mark.parametrize("kind", ["soft tissue only", "pelvis without femurs"])
-def test_scan_without_femur_raises_no_femur_found(segmenter, synthetic, kind) -> None:
+def test_scan_without_femur_raises_no_femur_found(segmenter, kind) -> None:
     if kind == "soft tissue only":
         arr = np.where(np.random.default_rng(0).random((40, 48, 48)) < 2, 40, 0).astype(np.int16)
         image = sitk.GetImageFromArray(arr)
         image.SetSpacing((2.0, 2.0, 2.0))
     else:
-        image, _ = synthetic.synthetic_hip(seed=14, sides=())
+        image, _ = synthetic_hip(seed=14, sides=())
     with pytest.raises(NoFemurFound) as err:
         segmenter.segment(image)
     assert err.value.exit_code == 3
 
 
-def test_summary_volumes_confidence_and_provenance(segmenter, synthetic, tiny_bundles) -> None:
-    image, truth = synthetic.synthetic_hip(seed=15)
+def test_summary_volumes_confidence_and_provenance(segmenter, tiny_bundles) -> None:
+    image, truth = synthetic_hip(seed=15)
     result = segmenter.segment(image, probabilities=True)
     s = json.loads(json.dumps(result.summary))  # JSON-able
     true = sitk.GetArrayFromImage(truth)
@@ -124,10 +126,10 @@ def test_summary_volumes_confidence_and_provenance(segmenter, synthetic, tiny_bu
     assert _dice(mask > 0, p >= 0.5) > 0.98
 
 
-def test_fast_and_tta_agree_with_the_default(tiny_bundles, segmenter, synthetic) -> None:
+def test_fast_and_tta_agree_with_the_default(tiny_bundles, segmenter) -> None:
     from femurseg.inference import Segmenter
 
-    image, _ = synthetic.synthetic_hip(seed=16, jitter=True)
+    image, _ = synthetic_hip(seed=16, jitter=True)
     result = segmenter.segment(image)
     base = sitk.GetArrayFromImage(result.mask)
     normal = result.summary["sides"]["right"]
@@ -160,10 +162,10 @@ def test_tta_uses_the_trained_mirror_axes_and_refuses_a_model_without(tiny_bundl
     Segmenter(model=fake, locator=tiny_bundles["locate"], device="cpu")  # fine without --tta
 
 
-def test_public_segment_reads_a_path(tiny_bundles, synthetic, tmp_path) -> None:
+def test_public_segment_reads_a_path(tiny_bundles, tmp_path) -> None:
     import femurseg
 
-    image, truth = synthetic.synthetic_hip(seed=17)
+    image, truth = synthetic_hip(seed=17)
     path = tmp_path / "hip.nrrd"
     sitk.WriteImage(image, str(path))
     mask = femurseg.segment(path, model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu")
@@ -189,11 +191,11 @@ def test_bad_images_and_models_are_refused(segmenter, tiny_bundles, tmp_path) ->
         Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="tpu")
 
 
-def test_fine_resampling_covers_only_the_femur_regions(segmenter, synthetic, monkeypatch) -> None:
+def test_fine_resampling_covers_only_the_femur_regions(segmenter, monkeypatch) -> None:
     # Memory for long scans: at the fine spacing only the ROIs are resampled, never the whole scan.
     import femurseg.inference.segmenter as seg_mod
 
-    image, _ = synthetic.synthetic_hip(seed=22, shape_zyx=(128, 48, 48))
+    image, _ = synthetic_hip(seed=22, shape_zyx=(128, 48, 48))
     fine_grids = []
     real = seg_mod.resample_image
 

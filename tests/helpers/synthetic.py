@@ -1,9 +1,10 @@
-"""Synthetic hip scans and tiny trained bundles for the inference tests (deterministic from seeds).
+"""Synthetic hip scans and tiny trained bundles for the inference and CLI tests (deterministic from seeds).
 
 A scan is a soft-tissue body (air outside) holding two femur-like bones (head, neck, greater trochanter, shaft;
 cortex bright, trabecular interior dimmer), acetabular shells and a sacrum-like blob as distractors.  The head
 lies medial to the shaft, so a bone's side can be told from its shape as in real anatomy.  In LPS the patient's
-right femur is at smaller x.  Imported by path from tests/inference/conftest.py and tests/cli/test_segment.py.
+right femur is at smaller x.  ``from helpers.synthetic import synthetic_hip, build_tiny_bundles``; a scan is written as
+a DICOM series with :func:`helpers.dicom.write_ct_series`.
 """
 
 from __future__ import annotations
@@ -215,56 +216,3 @@ def build_tiny_bundles(folder: Path) -> dict[str, Path]:
                     metrics={}, name=f"tiny-{kind}-test")
     return paths
 
-
-def write_dicom_series(image: sitk.Image, folder: Path, *, reverse_files: bool = True) -> list[Path]:
-    """Write a 3D int16 image as a single-frame CT series (pydicom), one file per slice; returns the files.
-
-    ``reverse_files`` numbers the files against the slice order, so readers must sort by position.
-    """
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    def uid(name: str) -> str:
-        return generate_uid(prefix="1.2.826.0.1.3680043.10.9998.", entropy_srcs=[str(folder), name])
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    arr = sitk.GetArrayFromImage(image).astype(np.int16)
-    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    sx, sy, sz = image.GetSpacing()
-    files = []
-    n = arr.shape[0]
-    for k in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = uid(f"slice-{k}")
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        name = folder / f"IM{(n - 1 - k) if reverse_files else k:04d}.dcm"
-        ds = FileDataset(str(name), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = uid("study")
-        ds.SeriesInstanceUID = uid("series")
-        ds.FrameOfReferenceUID = uid("frame")
-        ds.Modality = "CT"
-        ds.SeriesNumber = 3
-        ds.InstanceNumber = k + 1
-        ds.PatientName = "Synthetic^Hip"
-        ds.PatientID = "SYNTH"
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])]
-        ds.PixelSpacing = [f"{sy:g}", f"{sx:g}"]
-        ds.SliceThickness = f"{sz:g}"
-        ds.Rows, ds.Columns = arr.shape[1], arr.shape[2]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = "1"
-        ds.PixelData = arr[k].tobytes()
-        ds.save_as(name, enforce_file_format=True)
-        files.append(name)
-    return files

@@ -70,3 +70,31 @@ def test_grid_mismatch_and_missing_folders(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope"), "--truth", str(truth_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("femurseg: error:")
+
+
+def test_cli_by_sex_summarises_each_group(tmp_path, capsys):
+    truth = _labels()
+    pred_dir, truth_dir = _cohort(tmp_path, {
+        "a": (truth, truth), "b": (_labels(shift_right=2), truth), "c": (truth, truth),
+    })
+    (truth_dir / "cohort.csv").write_text("case_id,sex,age\na,F,60\nb,M,70\nc,,55\n", encoding="utf-8")
+    code = main(["evaluate", str(pred_dir), "--truth", str(truth_dir), "--by", "sex", "--summary", str(tmp_path / "s.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sex = F (1 cases)" in out and "sex = M (1 cases)" in out and "sex = (none) (1 cases)" in out
+    groups = json.loads((tmp_path / "s.json").read_text())["by"]["groups"]
+    assert set(groups) == {"F", "M", "(none)"}
+    assert groups["F"]["right"]["dice"]["mean"] == 1.0
+    assert groups["M"]["right"]["dice"]["mean"] == pytest.approx(2 * 8 / 20)  # only the shifted case
+    # The whole-cohort summary is unchanged by grouping.
+    assert json.loads((tmp_path / "s.json").read_text())["right"]["n"] == 3
+
+
+def test_cli_by_refuses_unknown_column_and_missing_table(tmp_path, capsys):
+    pred_dir, truth_dir = _cohort(tmp_path, {"a": (_labels(), _labels())})
+    assert main(["evaluate", str(pred_dir), "--truth", str(truth_dir), "--by", "sex"]) == 2
+    assert "needs TRUTH_DIR to be a cohort folder with cohort.csv" in capsys.readouterr().err
+    (truth_dir / "cohort.csv").write_text("case_id,sex\na,F\n", encoding="utf-8")
+    assert main(["evaluate", str(pred_dir), "--truth", str(truth_dir), "--by", "scanner"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no column 'scanner'; it has sex" in err[0]

@@ -11,8 +11,9 @@ import pytest
 
 from femurseg.errors import InputError
 from femurseg.io import array_of, read_image
+from femurseg.io.cohort_table import read_cohort_table
 from femurseg.phantom.cohort import (
-    COHORT_COLUMNS, case_id, case_seed, cohort_sexes, read_cohort_csv, write_cohort,
+    COHORT_COLUMNS, case_id, case_seed, cohort_sexes, write_cohort,
 )
 from femurseg.phantom.generate import PhantomOptions
 
@@ -42,7 +43,7 @@ def test_layout_and_metadata(cohort: Path) -> None:
 
 
 def test_csv_agrees_with_the_files(cohort: Path) -> None:
-    rows = read_cohort_csv(cohort / "cohort.csv")
+    rows = read_cohort_table(cohort / "cohort.csv")
     assert list(rows[0].keys()) == list(COHORT_COLUMNS)
     assert [r["case_id"] for r in rows] == ["phantom_0000", "phantom_0001"]
     for r in rows:

@@ -24,28 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="instead of PRED_DIR: run this model bundle on each true femur ROI of the cohort")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="device for --model (default cpu)")
     parser.add_argument("--truth", required=True, metavar="TRUTH_DIR", help="folder of true label maps, or a cohort folder")
+    parser.add_argument("--by", metavar="COLUMN", default=None,
+                        help="also summarise per value of this cohort.csv column, e.g. --by sex (needs TRUTH_DIR to be "
+                        "a cohort folder with cohort.csv)")
     parser.add_argument("-o", "--output", metavar="CSV", default=None, help="write per-case metrics to this CSV")
     parser.add_argument("--summary", metavar="JSON", default=None, help="write the cohort summary to this JSON")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from femurseg.config import save_json
-    from femurseg.evaluation.compare import evaluate_folders, write_rows_csv
-
-    from femurseg.errors import InputError
-
-    if (args.pred is None) == (args.model is None):
-        raise InputError("give either PRED_DIR (predicted label maps) or --model BUNDLE, not both or neither")
-    if args.model is not None:
-        from femurseg.training.evaluate import evaluate_bundle
-
-        result = evaluate_bundle(args.model, data_dir=args.truth, device=args.device, progress=True)
-    else:
-        result = evaluate_folders(pred_dir=args.pred, truth_dir=args.truth)
-    s = result.summary
-    missing = s.get("missing_predictions", [])
-    print(f"cases: {s['n_cases']}" + (f" (no prediction for {len(missing)})" if missing else ""))
+def _print_summary(s: dict) -> None:
     print(f"{'side':<6} {'n':>3} {'Dice':>15} {'sensitivity':>15} {'specificity':>15} {'HD95 [mm]':>13} {'ASSD [mm]':>13} {'vol R²':>7} {'swaps':>5}")
     for side in ("right", "left", "all"):
         e = s.get(side)
@@ -57,6 +44,39 @@ def run(args: argparse.Namespace) -> int:
             f"{e['specificity']['mean']:>8.5f}±{e['specificity']['sd']:.0e} {e['hd95']['mean']:>6.2f}±{e['hd95']['sd']:.2f} "
             f"{e['assd']['mean']:>6.2f}±{e['assd']['sd']:.2f} {r2:>7} {e['swapped']:>5}"
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from femurseg.config import save_json
+    from femurseg.errors import InputError
+    from femurseg.evaluation.compare import evaluate_folders, summarise_by, write_rows_csv
+    from femurseg.io.cohort_table import case_column
+
+    if (args.pred is None) == (args.model is None):
+        raise InputError("give either PRED_DIR (predicted label maps) or --model BUNDLE, not both or neither")
+    group_of = None
+    if args.by is not None:
+        table = Path(args.truth) / "cohort.csv"
+        if not table.is_file():
+            raise InputError(f"--by {args.by} needs TRUTH_DIR to be a cohort folder with cohort.csv; {table} does not exist")
+        group_of = case_column(table, args.by)  # read first: a wrong column fails before any work is done
+    if args.model is not None:
+        from femurseg.training.evaluate import evaluate_bundle
+
+        result = evaluate_bundle(args.model, data_dir=args.truth, device=args.device, progress=True)
+    else:
+        result = evaluate_folders(pred_dir=args.pred, truth_dir=args.truth)
+    s = result.summary
+    missing = s.get("missing_predictions", [])
+    print(f"cases: {s['n_cases']}" + (f" (no prediction for {len(missing)})" if missing else ""))
+    _print_summary(s)
+    if group_of is not None:
+        s = {**s, "by": {"column": args.by, "groups": summarise_by(result.rows, group_of)}}
+        for value, group in s["by"]["groups"].items():
+            print(f"\n{args.by} = {value} ({group['n_cases']} cases)")
+            _print_summary(group)
     if args.output:
         print(f"per-case metrics: {write_rows_csv(result.rows, args.output)}")
     if args.summary:

@@ -11,6 +11,7 @@ import io as _io
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,28 @@ def summarise(rows: list[dict]) -> dict:
             entry["volume"] = volume_agreement([r["volume_pred_ml"] for r in group], [r["volume_true_ml"] for r in group])
         out[name] = entry
     return out
+
+
+def summarise_by(rows: list[dict], group_of: Mapping[str, str]) -> dict[str, dict]:
+    """Cohort summaries per group (the paper reports the entire cohort, then men and women separately).
+
+    Parameters
+    ----------
+    rows
+        Per-case rows of :func:`evaluate_folders` or :func:`femurseg.training.evaluate.evaluate_bundle`.
+    group_of
+        Group value by case id, e.g. ``case_column(cohort_csv, "sex")``; a case that is missing or empty there
+        falls in the group ``"(none)"``.
+
+    Returns
+    -------
+    dict
+        ``{group value: summarise(rows of that group)}``, groups sorted by name.
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(group_of.get(r["case"], "") or "(none)", []).append(r)
+    return {name: summarise(groups[name]) for name in sorted(groups)}
 
 
 def write_rows_csv(rows: list[dict], path: str | Path) -> Path:

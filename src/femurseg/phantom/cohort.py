@@ -33,7 +33,6 @@ __all__ = [
     "case_id",
     "cohort_sexes",
     "write_cohort",
-    "read_cohort_csv",
     "prepare_cohort_folder",
 ]
 
@@ -223,12 +222,3 @@ def _with_sex(options: PhantomOptions, sex: str) -> PhantomOptions:
     from dataclasses import replace
 
     return replace(options, sex=sex)
-
-
-def read_cohort_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The rows of a ``cohort.csv`` as dictionaries of strings (column names as :data:`COHORT_COLUMNS`)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p} does not exist; a cohort folder holds cohort.csv")
-    with p.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))

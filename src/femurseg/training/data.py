@@ -25,7 +25,6 @@ cached as ``.npy`` files in the run folder (memory-mapped, so data-loading worke
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -40,6 +39,7 @@ import numpy as np
 from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR
 from femurseg.errors import InputError
 from femurseg.geometry import Grid
+from femurseg.io.cohort_table import read_cohort_table
 from femurseg.models.preprocessing import (
     Preprocessing,
     mirror_x,
@@ -135,14 +135,7 @@ def _find_cohort(root: Path) -> list[CaseRecord]:
     sexes: dict[str, str | None] = {}
     csv_path = root / "cohort.csv"
     if csv_path.is_file():
-        with csv_path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "case_id" not in reader.fieldnames:
-                raise InputError(f"{csv_path}: needs a 'case_id' column")
-            for row in reader:
-                cid = (row.get("case_id") or "").strip()
-                if cid:
-                    sexes[cid] = (row.get("sex") or "").strip() or None
+        sexes = {row["case_id"]: row.get("sex") or None for row in read_cohort_table(csv_path)}
         ids = sorted(sexes)
         missing = [c for c in ids if c not in images]
         if missing:

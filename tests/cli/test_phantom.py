@@ -61,16 +61,3 @@ def test_femur_mesh_passes_through_to_the_anatomy(tmp_path: Path) -> None:
     meta = (out / "phantom.json").read_text()
     assert "opensim_gait2392_femur_l_mm.ply" in meta and '"mesh_side": "left"' in meta
     assert (out / "labels" / "phantom_0000.nii.gz").is_file()
-
-
-def test_pelvis_mesh_is_refused_clearly_when_the_anatomy_cannot_use_it(tmp_path: Path, capsys) -> None:
-    import inspect
-
-    from femurseg.phantom import anatomy
-
-    if "pelvis_mesh" in inspect.signature(anatomy.build_skeleton).parameters:
-        pytest.skip("this anatomy accepts a pelvis mesh")
-    argv = ["phantom", "-n", "1", "-o", str(tmp_path / "p"), "--pelvis-mesh", _mesh("opensim_gait2392_pelvis_mm.ply")]
-    assert main([*argv, *FAST]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pelvis mesh" in err[0]

@@ -27,7 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--femur-mesh", type=Path, default=None, help="a femur surface mesh (STL/PLY/OBJ/VTP) to use")
     p.add_argument("--mesh-side", choices=("right", "left"), default="right", help="side of --femur-mesh")
     p.add_argument("--mesh-scale", type=float, default=1.0, help="scale of --femur-mesh to mm (default 1)")
-    p.add_argument("--pelvis-mesh", type=Path, default=None, help="a pelvis surface mesh to use")
     p.add_argument("--preview", nargs="?", const="", default=None, metavar="PNG",
                    help="save a picture of the first case (default OUTPUT/preview.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
         femur_mesh=str(args.femur_mesh) if args.femur_mesh else None,
         mesh_side=args.mesh_side,
         mesh_scale=args.mesh_scale,
-        pelvis_mesh=str(args.pelvis_mesh) if args.pelvis_mesh else None,
     )
     prepare_cohort_folder(args.output)  # fail on an unwritable folder before any work
     total = 397 if args.cohort == "paper" else n

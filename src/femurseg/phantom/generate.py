@@ -11,8 +11,6 @@ field of view from the skeleton's landmarks, render the bones with partial volum
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import math
 import time
@@ -27,6 +25,7 @@ from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR
 from femurseg.errors import InputError
 from femurseg.geometry import Grid
 from femurseg.io import image_from_array
+from femurseg.phantom import anatomy as _anat
 from femurseg.phantom import body as _body
 from femurseg.phantom import ct as _ct
 
@@ -64,8 +63,6 @@ class PhantomOptions:
         Which femur ``femur_mesh`` is.
     mesh_scale : float
         Scale applied to ``femur_mesh`` (e.g. 1000 for a mesh in metres).
-    pelvis_mesh : str, optional
-        Path of a user's pelvis mesh, if the anatomy supports one.
     z_margins_mm : (2,) tuple of (2,) tuple of float
         Ranges of the field of view's extent above the acetabular roof and below the lesser trochanters [mm].
     """
@@ -80,7 +77,6 @@ class PhantomOptions:
     femur_mesh: str | None = None
     mesh_side: str = "right"
     mesh_scale: float = 1.0
-    pelvis_mesh: str | None = None
     z_margins_mm: tuple[tuple[float, float], tuple[float, float]] = ((10.0, 40.0), (15.0, 50.0))
 
     def __post_init__(self) -> None:
@@ -101,9 +97,8 @@ class PhantomOptions:
             raise InputError(f"mesh side must be 'right' or 'left', not {self.mesh_side!r}")
         if not 0.0 < self.mesh_scale < 1e6:
             raise InputError(f"mesh scale {self.mesh_scale} must be positive")
-        for path in (self.femur_mesh, self.pelvis_mesh):
-            if path is not None and not Path(path).is_file():
-                raise InputError(f"mesh file {path} does not exist; give the path of an STL, PLY, OBJ or VTP file")
+        if self.femur_mesh is not None and not Path(self.femur_mesh).is_file():
+            raise InputError(f"mesh file {self.femur_mesh} does not exist; give the path of an STL, PLY, OBJ or VTP file")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for a cohort's ``phantom.json``."""
@@ -137,10 +132,6 @@ class PhantomCase:
     tissues: sitk.Image
     facts: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _anatomy() -> Any:
-    return importlib.import_module("femurseg.phantom.anatomy")
 
 
 def choose_grid(
@@ -186,20 +177,11 @@ def choose_grid(
     return Grid(shape_zyx=(nz, matrix, matrix), spacing_zyx=(dz, dy, dx), origin_xyz=origin)  # type: ignore[arg-type]
 
 
-def _skeleton(anat: Any, params: Any, options: PhantomOptions) -> Any:
-    kwargs: dict[str, Any] = {}
+def _skeleton(params: _anat.AnatomyParams, options: PhantomOptions) -> _anat.Skeleton:
+    femur_mesh = None
     if options.femur_mesh is not None:
-        loader = getattr(anat, "load_femur_mesh", None)
-        if loader is None:
-            raise InputError("this femurseg's anatomy cannot use a user's femur mesh yet; leave out --femur-mesh")
-        kwargs["femur_mesh"] = loader(options.femur_mesh, side=options.mesh_side, scale=options.mesh_scale)
-    if options.pelvis_mesh is not None:
-        sig = inspect.signature(anat.build_skeleton)
-        if "pelvis_mesh" not in sig.parameters:
-            raise InputError("this femurseg's anatomy cannot use a user's pelvis mesh; leave out --pelvis-mesh")
-        loader = getattr(anat, "load_pelvis_mesh", None)
-        kwargs["pelvis_mesh"] = loader(options.pelvis_mesh, scale=options.mesh_scale) if loader else options.pelvis_mesh
-    return anat.build_skeleton(params, **kwargs)
+        femur_mesh = _anat.load_femur_mesh(options.femur_mesh, side=options.mesh_side, scale=options.mesh_scale)
+    return _anat.build_skeleton(params, femur_mesh=femur_mesh)
 
 
 def _jsonable(value: Any) -> Any:
@@ -242,9 +224,8 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak = (np.random.default_rng(s) for s in ss.spawn(8))
 
     subject = _body.sample_subject(r_subject, sex=options.sex, age=options.age)
-    anat = _anatomy()
-    params = anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
-    skeleton = _skeleton(anat, params, options)
+    params = _anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
+    skeleton = _skeleton(params, options)
     landmarks = skeleton.landmarks
     timings["anatomy_build"] = time.perf_counter() - t0
 

@@ -190,7 +190,14 @@ def test_init_weights_starts_from_a_bundle(finished_run: Path, tiny_cohort: Path
     run = tmp_path / "ft"
     fit(tiny_config(init_weights=str(finished_run / "model"), steps=1, warmup_steps=0, lr=1e-9, val_every=1,
                     checkpoint_every=1), data_dir=tiny_cohort, run_dir=run, progress=False)
-    tuned = load_bundle(run / "model").model.state_dict()
+    tuned_bundle = load_bundle(run / "model")
+    tuned = tuned_bundle.model.state_dict()
+    # The bundle records its lineage: the starting bundle's hash, and the steps behind the weights in all.
+    lineage = tuned_bundle.meta["training"]["initialised_from"]
+    assert lineage["weights_sha256"] == source.meta["weights_sha256"]
+    assert lineage["steps_total"] == source.meta["training"]["steps"]
+    assert tuned_bundle.meta["training"]["steps_total"] == source.meta["training"]["steps"] + 1
+    assert load_bundle(finished_run / "model").meta["training"]["initialised_from"] is None
     fresh = fit(tiny_config(steps=1, warmup_steps=0, lr=1e-9, val_every=1, checkpoint_every=1, seed=99),
                 data_dir=tiny_cohort, run_dir=tmp_path / "fresh", progress=False)
     fresh_state = load_bundle(fresh).model.state_dict()

@@ -224,6 +224,16 @@ def _init_from_bundle(model: torch.nn.Module, config: TrainConfig) -> None:
     log.info("initial weights from %s (sha256 %s)", bundle.path, bundle.meta.get("weights_sha256"))
 
 
+def _lineage(bundle_path: str) -> dict:
+    """Where a run's initial weights came from: the bundle's name, weights hash and its own steps in all."""
+    from femurseg.models.bundle import load_bundle
+
+    meta = load_bundle(bundle_path, device="cpu").meta
+    before = meta.get("training", {})
+    return {"bundle": str(bundle_path), "name": meta.get("name"), "weights_sha256": meta.get("weights_sha256"),
+            "steps_total": int(before.get("steps_total", before.get("steps", 0)))}
+
+
 def _check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     old = saved.get("config", {})
     new = to_dict(config)
@@ -343,7 +353,11 @@ def fit(
         if resume:
             import json
 
-            _check_resumable(json.loads((run_dir / "config.json").read_text(encoding="utf-8")), config, run_dir)
+            saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            _check_resumable(saved, config, run_dir)
+            meta["initialised_from"] = saved.get("initialised_from")
+        elif config.init_weights is not None:
+            meta["initialised_from"] = _lineage(config.init_weights)
         if dist_info.is_main:
             from femurseg.config import save_json
 
@@ -517,6 +531,9 @@ def _export(raw_model, config: TrainConfig, *, run_dir: Path, best: dict, meta: 
         "schedule": config.schedule,
         "augmentation": to_dict(config.augmentation),
         "data_dir": meta["data_dir"],
+        # A continued run: its starting bundle, and the optimiser steps behind the weights in all.
+        "initialised_from": meta.get("initialised_from"),
+        "steps_total": config.steps + (meta.get("initialised_from") or {}).get("steps_total", 0),
     }
     return save_bundle(
         run_dir / "model", model=model, config=config.network, preprocessing=config.preprocessing, labels=labels,

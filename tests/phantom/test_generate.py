@@ -151,3 +151,24 @@ def test_package_exposes_the_functions_not_the_modules() -> None:
 
     assert not isinstance(phantom.generate, types.ModuleType) and callable(phantom.generate)
     assert phantom.PhantomOptions is PhantomOptions and callable(phantom.write_cohort)
+
+
+def test_nothing_is_labelled_outside_the_reconstruction_circle() -> None:
+    from femurseg.phantom.ct import outside_circle
+
+    # A 210 mm field of view cuts both greater trochanters (~120 mm either side of the midline): each is labelled up
+    # to the circle and not beyond, where the image is blank.
+    case = generate(11, options=PhantomOptions(spacing_xyz=(1.5, 1.5, 2.5), matrix=140, recon_circle=True))
+    labels, tissues, ct = array_of(case.labels), array_of(case.tissues), array_of(case.scan)
+    outside = outside_circle(grid_of(case.scan))
+    assert case.facts["recon_circle"] is True
+    assert not labels[:, outside].any() and not tissues[:, outside].any()
+    assert (ct[:, outside] == ct.min()).all()
+    inside_ring = ndimage.binary_dilation(outside, iterations=2) & ~outside
+    for side in (RIGHT_FEMUR, LEFT_FEMUR):
+        assert (labels[:, inside_ring] == side).any(), side  # cut by the circle, labelled up to it
+    assert case.facts["femur_volume_right_ml"] == pytest.approx((labels == RIGHT_FEMUR).sum() * 1.5 * 1.5 * 2.5 / 1000)
+    off = generate(11, options=PhantomOptions(spacing_xyz=(1.5, 1.5, 2.5), matrix=140, recon_circle=False))
+    assert off.facts["recon_circle"] is False and array_of(off.labels)[:, outside].any()
+    # Only the circle changed: the same subject and calibration.
+    assert off.facts["rod_C_k2hpo4_mg_cm3"] == case.facts["rod_C_k2hpo4_mg_cm3"]

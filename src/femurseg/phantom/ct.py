@@ -188,6 +188,7 @@ def sample_scan(
     matrix: int = 512,
     calibration_phantom: bool | None = None,
     noise_sigma_hu: float | None = None,
+    recon_circle: bool | None = None,
 ) -> ScanParams:
     """Draw a hip-QCT acquisition and reconstruction.
 
@@ -210,6 +211,8 @@ def sample_scan(
         Force the calibration phantom present or absent; by default present in about 85 % of scans.
     noise_sigma_hu : float, optional
         Fixed noise standard deviation [HU] (0 for a noise-free image).
+    recon_circle : bool, optional
+        Force the reconstruction circle on or off (outside it the image is blank); by default on in about 60 %.
 
     Returns
     -------
@@ -247,6 +250,7 @@ def sample_scan(
     streak = float(10.0 + 40.0 * draws[9]) if draws[10] < 0.8 else 0.0
     if calibration_phantom is None:
         calibration_phantom = bool(draws[11] < 0.85)
+    circle_draw = rng.uniform()  # drawn even when overridden, so the calibration's draws stay the same
     return ScanParams(
         spacing_xyz=spacing_xyz,  # type: ignore[arg-type]
         matrix=int(matrix),
@@ -255,7 +259,7 @@ def sample_scan(
         noise_sigma_hu=float(noise_sigma_hu),
         noise_band_mm=(float(band[0]), float(band[1])),
         streak_hu=streak,
-        recon_circle=bool(rng.uniform() < 0.6),
+        recon_circle=bool(circle_draw < 0.6) if recon_circle is None else bool(recon_circle),
         calibration_phantom=bool(calibration_phantom),
         calibration=sample_calibration(rng),
     )

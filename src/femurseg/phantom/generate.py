@@ -57,6 +57,8 @@ class PhantomOptions:
         Calibration phantom under the patient: True, False, or random (present in ~85 % of scans).
     noise_sigma_hu : float, optional
         Image noise [HU]; 0 gives a noise-free image.
+    recon_circle : bool, optional
+        Reconstruction circle on or off (outside it the image, labels and tissues are blank); random (~60 % on).
     femur_mesh : str, optional
         Path of a user's femur surface mesh (STL, PLY, OBJ, VTP) used instead of the bundled template.
     mesh_side : {"right", "left"}
@@ -74,6 +76,7 @@ class PhantomOptions:
     age: float | None = None
     calibration_phantom: bool | None = None
     noise_sigma_hu: float | None = None
+    recon_circle: bool | None = None
     femur_mesh: str | None = None
     mesh_side: str = "right"
     mesh_scale: float = 1.0
@@ -234,6 +237,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
         r_scan, body_width_mm=float(hi[0] - lo[0]), fat_mm=subject.fat_mm, spacing_xyz=options.spacing_xyz,
         slice_thickness_mm=options.slice_thickness_mm, matrix=options.matrix,
         calibration_phantom=options.calibration_phantom, noise_sigma_hu=options.noise_sigma_hu,
+        recon_circle=options.recon_circle,
     )
     centre = (0.5 * float(lo[0] + hi[0]), 0.5 * float(lo[1] + hi[1]))
     grid = choose_grid(landmarks, spacing_xyz=scan.spacing_xyz, matrix=scan.matrix, center_xy=centre, rng=r_grid,
@@ -262,7 +266,11 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     ct = _ct.apply_scanner(hu, grid, scan, rng=r_noise)
     del hu
     if scan.recon_circle:
-        tissues[:, _ct.outside_circle(grid)] = 0  # nothing is known outside the reconstruction circle
+        # Nothing is known outside the reconstruction circle: the image is blank there, and so are the label and
+        # tissue maps (a femur cut by the circle is labelled up to the cut, as one cut by the field of view).
+        outside = _ct.outside_circle(grid)
+        tissues[:, outside] = 0
+        labels[:, outside] = 0
     timings["scanner"] = time.perf_counter() - t
 
     voxel_ml = float(np.prod(grid.spacing_zyx)) / 1000.0

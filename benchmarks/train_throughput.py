@@ -1,7 +1,9 @@
 """Training throughput on this machine: case preparation, and one training step split into data / augmentation /
-forward / backward, for the default TrainConfig (and a 64³-patch variant side by side), with peak RSS.
+forward / backward, with patches per second and peak memory, for the bundled femur model's configuration
+(``docs/configs/femur.json``: 3³ kernels, batch norm, 2×64³) and the paper's 5³ net (``TrainConfig()``: 2×96³,
+and 2×64³ side by side).
 
-    python benchmarks/train_throughput.py [--steps 3] [--threads 2] [--variants default,patch64]
+    python benchmarks/train_throughput.py [--steps 3] [--threads 2] [--variants bundled,paper64,paper] [--device cpu]
 
 Data: two synthetic full-size hip scans (512×512×180 at 0.7×0.7×1 mm, int16, .nii.gz) with two femur-like label
 shapes (head, neck, shaft), written to a temporary folder, so the benchmark does not depend on the phantom.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -26,12 +29,13 @@ import torch
 
 from femurseg.config import to_dict
 from femurseg.models.vnet import build_vnet, count_parameters
-from femurseg.training.config import TrainConfig
+from femurseg.training.config import TrainConfig, load_train_config
 from femurseg.training.data import find_cases, prepare_volumes
 from femurseg.training.loss import CompoundLoss, param_groups
 from femurseg.training.patches import PatchDataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BUNDLED_CONFIG = Path(__file__).resolve().parents[1] / "docs" / "configs" / "femur.json"
 
 
 def _peak_rss_mb() -> float:
@@ -80,12 +84,14 @@ def make_cohort(root: Path, n: int) -> Path:
     return root
 
 
-def bench_variant(name: str, config: TrainConfig, volumes, *, steps: int) -> dict:  # noqa: ANN001
+def bench_variant(name: str, config: TrainConfig, volumes, *, steps: int, device: torch.device) -> dict:  # noqa: ANN001
     pp = config.preprocessing
     ds = PatchDataset(volumes, patch_size_zyx=tuple(pp.patch_size_zyx), hu_window=tuple(pp.hu_window),
                       augmentation=config.augmentation, foreground_fraction=config.foreground_fraction,
                       num_classes=2, seed=0, length=10_000)
-    model = build_vnet(config.network, seed=0)
+    model = build_vnet(config.network, seed=0).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     criterion = CompoundLoss(l2_lambda=config.l2_lambda, kind=config.loss)
     opt = torch.optim.AdamW(param_groups(model, 0.0), lr=config.lr)
     rows = []
@@ -98,13 +104,18 @@ def bench_variant(name: str, config: TrainConfig, volumes, *, steps: int) -> dic
             t["augment"] += ds.last_timing["spatial"] + ds.last_timing["intensity"]
             xs.append(x)
             ys.append(y)
-        x, y = torch.stack(xs), torch.stack(ys)
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        _sync(device)
         t0 = time.perf_counter()
-        loss, _ = criterion(model(x), y, model)
+        # As the trainer: bf16 autocast on a GPU, float32 on the CPU.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _ = criterion(model(x), y, model)
+        _sync(device)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        _sync(device)
         t2 = time.perf_counter()
         t["forward"], t["backward"] = t1 - t0, t2 - t1
         if step:
@@ -122,46 +133,66 @@ def bench_variant(name: str, config: TrainConfig, volumes, *, steps: int) -> dic
         "augment_share": (mean["data"] + mean["augment"]) / total,
         "patches_per_s": config.batch_size / total,
         "peak_rss_mb": _peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--variants", default="default,patch64", help="comma-separated: default, patch64")
+    parser.add_argument("--variants", default="bundled,paper64,paper",
+                        help="comma-separated: bundled (docs/configs/femur.json), paper (5³, 96³), paper64 (5³, 64³)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    default = TrainConfig(device="cpu")
+    device = torch.device(args.device)
+    bundled = load_train_config(BUNDLED_CONFIG).with_(device=args.device)
+    paper = TrainConfig(device=args.device)
     variants = {
-        "default": default,
-        "patch64": default.with_(preprocessing=replace(default.preprocessing, patch_size_zyx=(64, 64, 64))),
+        "bundled": bundled,
+        "paper": paper,
+        "paper64": paper.with_(preprocessing=replace(paper.preprocessing, patch_size_zyx=(64, 64, 64))),
     }
+    unknown = [n for n in args.variants.split(",") if n not in variants]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
+    # All variants train at 1 mm on the same ROIs, so the cases are prepared once.
+    assert all(v.preprocessing.target_spacing_zyx == bundled.preprocessing.target_spacing_zyx for v in variants.values())
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         root = make_cohort(Path(tmp) / "cohort", 2)
         t_make = time.perf_counter() - t0
         records = find_cases(root)
         t0 = time.perf_counter()
-        volumes = prepare_volumes(records, preprocessing=default.preprocessing,
-                                  context_mm=default.augmentation.roi_jitter_mm + 10.0)
+        volumes = prepare_volumes(records, preprocessing=bundled.preprocessing,
+                                  context_mm=max(v.augmentation.roi_jitter_mm for v in variants.values()) + 10.0)
         t_prep = (time.perf_counter() - t0) / len(records)
         # Materialise in memory, as the trainer's memory-mapped cache would after the first pass.
         roi_shapes = [list(v.image.shape) for v in volumes]
         rss_after_prep = _peak_rss_mb()
-        results = [bench_variant(n, variants[n], volumes, steps=args.steps) for n in args.variants.split(",")]
+        results = [bench_variant(n, variants[n], volumes, steps=args.steps, device=device) for n in args.variants.split(",")]
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "load_average_at_start": load_at_start},
         "synthetic_cohort_write_s": t_make,
         "prepare_s_per_case": t_prep,
         "stored_roi_shapes_zyx": roi_shapes,
         "peak_rss_mb_after_prepare": rss_after_prep,
-        "default_config": to_dict(default),
+        "configs": {n: to_dict(variants[n]) for n in args.variants.split(",")},
         "variants": results,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+    result_file = RESULTS / ("train_throughput.json" if device.type == "cpu" else f"train_throughput_{device.type}.json")
+    result_file.write_text(json.dumps(out, indent=2) + "\n")
     print(f"case preparation (read .nii.gz 512x512x180, resample both ROIs to 1 mm): {t_prep:.2f} s/case; "
           f"stored ROI shapes {roi_shapes}")
     head = ("variant", "patch", "params", "data s", "augment s", "forward s", "backward s", "s/step", "patches/s",
@@ -173,7 +204,7 @@ def main() -> None:
             f"{r['augment_s']:.3f}", f"{r['forward_s']:.2f}", f"{r['backward_s']:.2f}", f"{r['seconds_per_step']:.2f}",
             f"{r['patches_per_s']:.3f}", f"{100 * r['augment_share']:.0f}%", f"{r['peak_rss_mb']:.0f}",
         ]))
-    print(f"wrote {RESULTS / 'train_throughput.json'}")
+    print(f"wrote {result_file}")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,27 @@ def test_augmented_labels_stay_on_the_bone(volumes) -> None:  # noqa: ANN001
         contrast.append(float(x[0][fg].mean() - x[0][bg].mean()))
     # The synthetic femur is ~700 HU in ~40 HU tissue: 0.33 in window units; augmentation blurs but keeps it.
     assert np.median(contrast) > 0.15
+
+
+def test_fov_cut_blanks_a_half_plane_through_the_bone(volumes) -> None:  # noqa: ANN001
+    from femurseg.training.patches import fov_cut_mask
+
+    plain = _dataset(volumes, AugmentationConfig.off(), fg=1.0)
+    cut = _dataset(volumes, replace(AugmentationConfig.off(), p_fov_cut=1.0), fg=1.0)
+    cut_bone = 0
+    for i in range(12):
+        (x0, y0), (x, y) = plain[i], cut[i]
+        blank = (x[0] == -1.0) & (x0[0] != -1.0)
+        # The same patch, blanked beyond an edge parallel to z: the blank set is one in-plane mask repeated in z,
+        # and nothing there is labelled; on this side of the edge the patch is untouched.
+        plane = blank.any(0, keepdim=True).expand_as(blank)
+        assert torch.equal(blank, plane & (x0[0] != -1.0))
+        assert not y[blank].any() and torch.equal(x[0][~blank], x0[0][~blank]) and torch.equal(y[~blank], y0[~blank])
+        cut_bone += int((y0[blank] > 0).any())
+    assert cut_bone >= 3  # the edge passes within 8 voxels of a bone voxel: it often cuts the (here tiny) femur
+    # The mask: a half-plane whose edge passes near the chosen foreground voxel.
+    target = torch.zeros(4, 32, 32, dtype=torch.long)
+    target[:, 10:20, 10:20] = 1
+    keep = fov_cut_mask(target, np.random.default_rng(3))
+    assert keep.any() and (~keep).any() and torch.equal(keep, keep[:1].expand_as(keep))
+

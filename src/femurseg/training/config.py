@@ -62,6 +62,11 @@ class AugmentationConfig:
     roi_jitter_mm : float
         Each face of a region of interest moves by up to ±``roi_jitter_mm`` [mm] (the inference locator is not
         exact); voxels outside the jittered box read as the window's low end, as padding does at inference.
+    p_fov_cut : float
+        Probability of a field-of-view cut: an in-plane straight edge through the femur (any direction) beyond which
+        the patch is blank (the window's low end, as a scan's edge or its reconstruction circle reads at inference)
+        and nothing is labelled. Targeted reconstructions of real hip scans often cut the greater trochanter or the
+        soft tissue; the phantom's drawn fields of view never do.
     """
 
     p_affine: float = 0.8
@@ -83,10 +88,11 @@ class AugmentationConfig:
     p_gamma: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.5)
     roi_jitter_mm: float = 8.0
+    p_fov_cut: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("p_affine", "p_elastic", "p_calibration", "p_noise", "p_blur", "p_low_resolution",
-                     "p_thick_slices", "p_gamma"):
+                     "p_thick_slices", "p_gamma", "p_fov_cut"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]")
         for name in ("scale", "noise_sd_hu", "blur_sigma_mm", "low_resolution_zoom", "slice_thickness_mm", "gamma"):
@@ -100,7 +106,7 @@ class AugmentationConfig:
     def off(cls) -> "AugmentationConfig":
         """No augmentation at all (for tests and ablations)."""
         return cls(p_affine=0.0, p_elastic=0.0, p_calibration=0.0, p_noise=0.0, p_blur=0.0, p_low_resolution=0.0,
-                   p_thick_slices=0.0, p_gamma=0.0, roi_jitter_mm=0.0)
+                   p_thick_slices=0.0, p_gamma=0.0, roi_jitter_mm=0.0, p_fov_cut=0.0)
 
 
 @dataclass(frozen=True)

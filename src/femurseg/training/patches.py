@@ -194,11 +194,33 @@ class PatchDataset(torch.utils.data.Dataset):
         valid = inside[0].view(-1, 1, 1) & inside[1].view(1, -1, 1) & inside[2].view(1, 1, -1)
         t2 = time.perf_counter()
         image = self.augmenter.intensity(image, rng)
+        p_cut = self.augmenter.config.p_fov_cut
+        if p_cut > 0 and rng.random() < p_cut:  # the patch's last draws: the cut leaves the others unchanged
+            valid = valid & fov_cut_mask(target, rng)
         image = torch.where(valid[None], image, torch.tensor(-1.0))
         target = torch.where(valid, target, torch.tensor(0, dtype=target.dtype))
         t3 = time.perf_counter()
         self.last_timing = {"crop": t1 - t0, "spatial": t2 - t1, "intensity": t3 - t2}
         return image, target.long()
+
+
+def fov_cut_mask(target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """(Z, Y, X) bool: the side of a random in-plane straight edge that stays in the field of view.
+
+    The edge is parallel to z (scan edges and reconstruction circles are), in any in-plane direction, and passes
+    within ±8 voxels of a random foreground voxel of ``target`` (of the patch centre when there is none), so it cuts
+    the bone. Three draws from ``rng``: the direction, the voxel, the offset.
+    """
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    fg = torch.nonzero(target > 0)
+    pick = rng.integers(0, max(len(fg), 1))
+    point = fg[int(pick)].numpy()[1:] if len(fg) else (np.asarray(target.shape[1:]) - 1) / 2.0
+    offset = rng.uniform(-8.0, 8.0)
+    ny, nx = target.shape[1:]
+    yy = torch.arange(ny, dtype=torch.float32).view(-1, 1) - float(point[0])
+    xx = torch.arange(nx, dtype=torch.float32).view(1, -1) - float(point[1])
+    keep = (yy * float(np.sin(angle)) + xx * float(np.cos(angle))) <= offset
+    return keep.unsqueeze(0).expand(target.shape)
 
 
 def validation_crop(volume: Volume, *, hu_window: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

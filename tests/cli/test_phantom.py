@@ -61,3 +61,13 @@ def test_femur_mesh_passes_through_to_the_anatomy(tmp_path: Path) -> None:
     meta = (out / "phantom.json").read_text()
     assert "opensim_gait2392_femur_l_mm.ply" in meta and '"mesh_side": "left"' in meta
     assert (out / "labels" / "phantom_0000.nii.gz").is_file()
+
+
+def test_recon_circle_option_reaches_the_scan(tmp_path: Path) -> None:
+    import json
+
+    for choice, expected in (("yes", True), ("no", False)):
+        out = tmp_path / choice
+        assert main(["phantom", "-n", "1", "-o", str(out), "--seed", "4", "--recon-circle", choice, *FAST]) == 0
+        assert json.loads((out / "facts" / "phantom_0000.json").read_text())["recon_circle"] is expected
+        assert f'"recon_circle": {str(expected).lower()}' in (out / "phantom.json").read_text()

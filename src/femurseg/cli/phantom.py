@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--matrix", type=int, default=512, help="in-plane matrix [voxels] (default 512)")
     p.add_argument("--calibration-phantom", choices=("random", "yes", "no"), default="random",
                    help="calibration phantom under the patient (default: in ~85%% of cases)")
+    p.add_argument("--recon-circle", choices=("random", "yes", "no"), default="random",
+                   help="blank the image outside the reconstruction circle, as many scanners do; nothing is labelled "
+                   "there (default: in ~60%% of cases)")
     p.add_argument("--femur-mesh", type=Path, default=None, help="a femur surface mesh (STL/PLY/OBJ/VTP) to use")
     p.add_argument("--mesh-side", choices=("right", "left"), default="right", help="side of --femur-mesh")
     p.add_argument("--mesh-scale", type=float, default=1.0, help="scale of --femur-mesh to mm (default 1)")
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         spacing_xyz=tuple(args.spacing) if args.spacing else None,
         matrix=args.matrix,
         calibration_phantom={"random": None, "yes": True, "no": False}[args.calibration_phantom],
+        recon_circle={"random": None, "yes": True, "no": False}[args.recon_circle],
         femur_mesh=str(args.femur_mesh) if args.femur_mesh else None,
         mesh_side=args.mesh_side,
         mesh_scale=args.mesh_scale,

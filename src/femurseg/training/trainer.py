@@ -210,8 +210,8 @@ def _run_meta(config: TrainConfig, *, data_dir: Path, dist_info: DistInfo, devic
     }
 
 
-def _init_from_bundle(model: torch.nn.Module, config: TrainConfig) -> None:
-    """Start from a bundle's weights (``config.init_weights``); its architecture must be ``config.network``."""
+def _load_init_bundle(config: TrainConfig):  # -> femurseg.models.bundle.Bundle
+    """The bundle whose weights start the run (``config.init_weights``); its architecture must be ``config.network``."""
     from femurseg.models.bundle import load_bundle
 
     bundle = load_bundle(config.init_weights, device="cpu")
@@ -220,17 +220,13 @@ def _init_from_bundle(model: torch.nn.Module, config: TrainConfig) -> None:
             f"{config.init_weights}: its network {to_dict(bundle.config)} differs from the config's network; "
             "init_weights needs the same architecture"
         )
-    model.load_state_dict(bundle.model.state_dict())
-    log.info("initial weights from %s (sha256 %s)", bundle.path, bundle.meta.get("weights_sha256"))
+    return bundle
 
 
-def _lineage(bundle_path: str) -> dict:
-    """Where a run's initial weights came from: the bundle's name, weights hash and its own steps in all."""
-    from femurseg.models.bundle import load_bundle
-
-    meta = load_bundle(bundle_path, device="cpu").meta
-    before = meta.get("training", {})
-    return {"bundle": str(bundle_path), "name": meta.get("name"), "weights_sha256": meta.get("weights_sha256"),
+def _lineage(bundle) -> dict:  # noqa: ANN001
+    """Where a run's initial weights came from: the bundle's path, name, weights hash and its own steps in all."""
+    before = bundle.meta.get("training", {})
+    return {"bundle": str(bundle.path), "name": bundle.meta.get("name"), "weights_sha256": bundle.meta.get("weights_sha256"),
             "steps_total": int(before.get("steps_total", before.get("steps", 0)))}
 
 
@@ -350,14 +346,17 @@ def fit(
         train_rec, val_rec = split_cases(records, val_fraction=config.val_fraction, val_cases=config.val_cases, seed=config.seed)
         meta = _run_meta(config, data_dir=data_dir, dist_info=dist_info, device=device,
                          train_ids=[r.case_id for r in train_rec], val_ids=[r.case_id for r in val_rec])
+        init_bundle = None
         if resume:
-            import json
+            from femurseg.config import read_json
 
-            saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            saved = read_json(run_dir / "config.json")
             _check_resumable(saved, config, run_dir)
             meta["initialised_from"] = saved.get("initialised_from")
         elif config.init_weights is not None:
-            meta["initialised_from"] = _lineage(config.init_weights)
+            # Loaded once, here: a wrong bundle fails before the cases are prepared.
+            init_bundle = _load_init_bundle(config)
+            meta["initialised_from"] = _lineage(init_bundle)
         if dist_info.is_main:
             from femurseg.config import save_json
 
@@ -382,8 +381,10 @@ def fit(
                  len(train_rec), len(train_vol), len(val_rec), device, dist_info.world_size)
 
         model = build_vnet(config.network, seed=config.seed).to(device)
-        if config.init_weights is not None and not resume:
-            _init_from_bundle(model, config)
+        if init_bundle is not None:
+            model.load_state_dict(init_bundle.model.state_dict())
+            log.info("initial weights from %s (sha256 %s)", init_bundle.path, init_bundle.meta.get("weights_sha256"))
+            del init_bundle
         raw_model = model
         if dist_info.enabled:
             model = torch.nn.parallel.DistributedDataParallel(

@@ -15,11 +15,16 @@ Negative and partial cases are derived from each positive scan (nothing is writt
 - ``noise``: a pure-noise volume with the scan's geometry: exit 3;
 - ``one_hip_right`` / ``one_hip_left``: the scan cut at the midline between the two heads: that hip only.
 
+``--negatives N`` adds N synthetic scans of each kind without a femur (:mod:`femurseg.phantom.negatives`: abdomen
+with both arms beside the body, lower legs): exit 3 expected.  A last table lists the quality-control values of
+every side the fine model segmented, accepted or rejected, so true femurs and false detections are seen side by
+side.
+
 Every run is its own subprocess (time and peak RSS, VmHWM, are its own).  Usage::
 
     python benchmarks/real_ct.py --case ../shared/data/real/pelvicref_005/ct.nii.gz \\
         ../shared/data/real/pelvicref_005/femur_expert.nii.gz ../shared/data/real/pelvicref_005/femur_rt_contours.nii.gz \\
-        [--model BUNDLE --locator BUNDLE] [--no-derived] [--out benchmarks/results/real_ct.json]
+        [--model BUNDLE --locator BUNDLE] [--no-derived] [--negatives 2] [--out benchmarks/results/real_ct.json]
 
 The first reference of a case is the primary one (its head top sets the slab and the derived cases).
 """
@@ -65,7 +70,8 @@ def child(args: argparse.Namespace) -> dict:
         result = seg.segment(args.scan)
     except FemursegError as err:
         return {"exit": err.exit_code, "message": str(err), "total_s": time.perf_counter() - t0, "load_s": load_s,
-                "peak_rss_mb": _peak_rss_mb()}
+                "peak_rss_mb": _peak_rss_mb(),
+                "sides": {s: {"present": False, "qc": q} for s, q in (getattr(err, "qc", None) or {}).items()}}
     total = time.perf_counter() - t0
     sitk.WriteImage(result.mask, args.mask, True)
     sides = {s: {k: v for k, v in f.items() if k in ("present", "volume_ml", "confidence", "qc")}
@@ -167,6 +173,21 @@ def derived_cases(scan_path: Path, reference_path: Path, folder: Path) -> dict[s
     return out
 
 
+def synthetic_negatives(n: int, folder: Path, args: argparse.Namespace) -> dict:
+    """Segment ``n`` synthetic femur-free scans of each kind; exit 3 is expected of each."""
+    from femurseg.io import write_image
+    from femurseg.phantom.negatives import NEGATIVE_KINDS, negative_case
+
+    out = {}
+    for kind in NEGATIVE_KINDS:
+        for seed in range(n):
+            path = folder / f"negative_{kind}_{seed}.nii.gz"
+            write_image(negative_case(kind, seed).scan, path)
+            r = _run_child(path, folder / f"negative_{kind}_{seed}_mask.nii.gz", args)
+            out[f"{kind}_{seed}"] = {"expect": {"exit": 3}, "run": r, "verdict": _verdict(r, {"exit": 3})}
+    return out
+
+
 def _verdict(result: dict, expect: dict) -> str:
     if result.get("exit") != expect["exit"]:
         return "FAIL"
@@ -184,6 +205,8 @@ def main() -> int:
     parser.add_argument("--model", help="fine model bundle (default: bundled)")
     parser.add_argument("--locator", help="locator bundle (default: bundled)")
     parser.add_argument("--no-derived", action="store_true", help="skip the negative and one-hip cases")
+    parser.add_argument("--negatives", type=int, default=0, metavar="N",
+                        help="also N synthetic scans without a femur of each kind (abdomen with arms, lower legs)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scan", help=argparse.SUPPRESS)
@@ -192,12 +215,12 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    if not args.case or any(len(c) < 2 for c in args.case):
-        parser.error("give at least one --case SCAN REFERENCE")
+    if (not args.case and not args.negatives) or any(len(c) < 2 for c in args.case or []):
+        parser.error("give at least one --case SCAN REFERENCE (or --negatives N)")
     results: dict = {"cases": {}, "load_avg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for scan, *refs in args.case:
+        for scan, *refs in args.case or []:
             name = Path(scan).parent.name if Path(scan).name.startswith("ct.") else Path(scan).name.split(".")[0]
             import SimpleITK as sitk
 
@@ -214,11 +237,37 @@ def main() -> int:
                     r = _run_child(path, tmp / f"{name}_{dname}_mask.nii.gz", args)
                     entry["derived"][dname] = {"expect": expect, "run": r, "verdict": _verdict(r, expect)}
             results["cases"][name] = entry
+        if args.negatives:
+            results["negatives"] = synthetic_negatives(args.negatives, tmp, args)
     results["load_avg_after"] = os.getloadavg()[0]
     _print(results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1, default=float))
     return 0
+
+
+def _derived_table(title: str, cases: dict) -> None:
+    print(f"\n| {title} | expected | exit | sides found (volume mL, QC) | time s | verdict |")
+    print("|---|---|---|---|---|---|")
+    for dname, d in cases.items():
+        r = d["run"]
+        found = ", ".join(f"{s} {f.get('volume_ml', 0):.1f} {f.get('qc', {}).get('verdict', '')}"
+                          for s, f in r.get("sides", {}).items() if f.get("present")) or r.get("message", "")[:90]
+        print(f"| {dname} | exit {d['expect']['exit']} {d['expect'].get('sides', '')} | {r.get('exit')} | "
+              f"{found} | {r.get('total_s', float('nan')):.1f} | {d['verdict']} |")
+
+
+def _qc_rows(results: dict):
+    """(case, side, qc) of every side the fine model segmented, from each run's summary or its rejection."""
+    runs = []
+    for name, entry in results["cases"].items():
+        runs.append((name, entry["run"]))
+        runs += [(f"{name}/{d}", v["run"]) for d, v in (entry.get("derived") or {}).items()]
+    runs += [(f"negative/{d}", v["run"]) for d, v in (results.get("negatives") or {}).items()]
+    for name, run in runs:
+        for side, f in (run.get("sides") or {}).items():
+            if f.get("qc"):
+                yield name, side, f["qc"]
 
 
 def _print(results: dict) -> None:
@@ -234,14 +283,18 @@ def _print(results: dict) -> None:
                       f"{m['assd']:.2f} | {m['volume_pred_ml']:.1f} | {m['volume_true_ml']:.1f} | "
                       f"{m['volume_error_pct']:+.1f} |")
         if entry.get("derived"):
-            print("\n| derived case | expected | exit | sides found (volume mL, QC) | time s | verdict |")
-            print("|---|---|---|---|---|---|")
-            for dname, d in entry["derived"].items():
-                r = d["run"]
-                found = ", ".join(f"{s} {f.get('volume_ml', 0):.1f} {f.get('qc', {}).get('verdict', '')}"
-                                  for s, f in r.get("sides", {}).items() if f.get("present")) or r.get("message", "")[:60]
-                print(f"| {dname} | exit {d['expect']['exit']} {d['expect'].get('sides', '')} | {r.get('exit')} | "
-                      f"{found} | {r.get('total_s', float('nan')):.1f} | {d['verdict']} |")
+            _derived_table("derived case", entry["derived"])
+    if results.get("negatives"):
+        _derived_table("synthetic negative", results["negatives"])
+    print("\n| QC of | side | verdict | head r mm | head resid mm | neck offset mm | shape side | vol mL | conf | cut |"
+          " reasons |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, side, q in _qc_rows(results):
+        def f(v, fmt="{:.1f}"):
+            return "–" if v is None else fmt.format(v)
+        print(f"| {name} | {side} | {q['verdict']} | {f(q.get('head_radius_mm'))} | {f(q.get('head_residual_mm'), '{:.2f}')} | "
+              f"{f(q.get('neck_offset_mm'))} | {q.get('shape_side') or '–'} | {q['volume_ml']:.1f} | "
+              f"{q['confidence']:.2f} | {'yes' if q.get('touches_border') else 'no'} | {'; '.join(q['reasons'])[:80]} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ subprocess so that its peak RSS is its own:
   scan's grid.  On 2 CPU cores their full runs take many minutes, so ``--baseline-windows`` windows are timed and
   the window time is extrapolated to the full count (the table says so); resampling is timed in full;
 - per-window forward time of our fine net in each execution variant (float32/bf16 × contiguous/channels_last_3d,
-  and torch.compile), which chose the one code path of ``femurseg.inference.window``.
+  and torch.compile), which chose the one code path of ``femurseg.models.window``.
 
 With the bundled models (``src/femurseg/resources/model/{locate,femur}``) the real pipeline runs; without them, random
 weights of the default configuration are used and the located boxes are replaced by the phantom's true femur boxes
@@ -104,7 +104,7 @@ def child_femurseg(args) -> dict:
     import torch
 
     import femurseg.inference.segmenter as seg_mod
-    import femurseg.inference.window as window_mod
+    import femurseg.models.window as window_mod
     from femurseg.models.preprocessing import world_box_of_mask
     from femurseg.models.vnet import conv_flops
 
@@ -162,7 +162,7 @@ def child_baseline(args) -> dict:
     import torch
     from monai.networks.nets import DynUNet, VNet
 
-    from femurseg.inference.window import _autocast, window_starts
+    from femurseg.models.window import _autocast, window_starts
     from femurseg.models.preprocessing import normalize_hu, resample_image, scan_grid
 
     device = torch.device("cpu")

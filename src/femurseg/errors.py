@@ -23,6 +23,13 @@ class ModelError(FemursegError):
 
 
 class NoFemurFound(FemursegError):
-    """The scan holds no proximal femur that the model can find; exit code 3."""
+    """The scan holds no proximal femur that the model can find; exit code 3.
+
+    ``qc`` holds the quality-control values of the sides that were segmented and rejected (``{side: dict}``).
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, *, qc: dict | None = None) -> None:
+        super().__init__(message)
+        self.qc = dict(qc or {})

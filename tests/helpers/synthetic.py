@@ -213,6 +213,9 @@ def build_tiny_bundles(folder: Path) -> dict[str, Path]:
                     else {"background": 0, "femur": 1},
                     training={"cases": len(cases), "seconds": seconds, "note": "tiny test model",
                               "augmentation": {"mirror_axes": [1] if kind == "femur" else []}},
-                    metrics={}, name=f"tiny-{kind}-test")
+                    metrics={}, name=f"tiny-{kind}-test",
+                    # The toy femurs: head radius 10 mm, 15-25 mL in view.
+                    qc_limits=None if kind == "locate" else {"head_radius_mm": [7.0, 14.0], "volume_ml": [8.0, 60.0],
+                                                             "min_volume_ml": 1.0, "min_neck_offset_mm": 8.0})
     return paths
 

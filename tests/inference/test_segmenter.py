@@ -211,3 +211,45 @@ def test_fine_resampling_covers_only_the_femur_regions(segmenter, monkeypatch) -
         extent_mm = np.asarray(grid.shape_zyx[::-1]) * np.asarray(grid.spacing_zyx[::-1])
         assert extent_mm[2] < 0.6 * scan_mm[2]
     assert result.summary["sides"]["right"]["present"] and result.summary["sides"]["left"]["present"]
+
+
+def _world_z_extent(mask: sitk.Image, value: int) -> float:
+    idx = np.argwhere(sitk.GetArrayViewFromImage(mask) == value)[:, ::-1]
+    z = np.array([mask.TransformIndexToPhysicalPoint([int(v) for v in i])[2] for i in idx[:: 7]])
+    return float(z.max() - z.min())
+
+
+def test_extent_cuts_the_mask_below_the_head_top(tiny_bundles) -> None:
+    """The proximal femur ends ``extent_mm`` below the top of the head; ``None`` keeps the whole femur."""
+    from femurseg.inference import Segmenter
+
+    image, _ = synthetic_hip(seed=16)
+    full = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=None)
+    short = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=40.0)
+    m_full, m_short = full.segment(image), short.segment(image)
+    for value in (1, 2):
+        assert _world_z_extent(m_full.mask, value) > 80.0
+        assert _world_z_extent(m_short.mask, value) <= 40.0 + 2.0
+    assert m_short.summary["settings"]["extent_mm"] == 40.0
+    assert m_short.summary["timings_s"]["right"]["infer"] > 0
+    with pytest.raises(InputError):
+        Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=5.0)
+
+
+def test_sides_rejected_by_qc_are_not_written(tiny_bundles) -> None:
+    """Limits no toy femur meets: both sides rejected, nothing written, exit 3 with the QC values and reasons."""
+    from femurseg.inference import Segmenter
+    from femurseg.inference.qc import QCLimits
+
+    image, _ = synthetic_hip(seed=17)
+    ok = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu").segment(image)
+    for side in ("right", "left"):
+        assert ok.summary["sides"][side]["qc"]["verdict"] in ("ok", "check")
+        assert ok.summary["sides"][side]["qc"]["shape_side"] == side
+    strict = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu",
+                       qc_limits=QCLimits(head_radius_mm=(40.0, 60.0)))
+    with pytest.raises(NoFemurFound) as err:
+        strict.segment(image)
+    assert set(err.value.qc) == {"right", "left"}
+    assert all(q["verdict"] == "reject" and "femoral head" in q["reasons"][0] for q in err.value.qc.values())
+    assert "rejected by quality control" in str(err.value)

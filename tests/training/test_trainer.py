@@ -209,3 +209,27 @@ def test_init_weights_starts_from_a_bundle(finished_run: Path, tiny_cohort: Path
     with pytest.raises(InputError, match="same architecture"):
         fit(tiny_config(init_weights=str(finished_run / "model"), network=VNetConfig(base_width=2, depth=2,
                         convs_per_stage=(1, 1, 1))), data_dir=tiny_cohort, run_dir=tmp_path / "bad", progress=False)
+
+
+def test_validation_runs_the_sliding_window_of_inference(finished_run: Path, tiny_cohort: Path, monkeypatch) -> None:
+    """Training's validation and ``femurseg segment`` share one implementation of the windows."""
+    import femurseg.models.window as window
+    from femurseg.models.bundle import load_bundle
+    from femurseg.training.data import find_cases, prepare_volumes
+    from femurseg.training.evaluate import predict_volume
+
+    bundle = load_bundle(finished_run / "model")
+    pre = bundle.preprocessing
+    vol = prepare_volumes(find_cases(tiny_cohort)[:1], preprocessing=pre, context_mm=0.0)[0]
+    calls = []
+    original = window.sliding_window_probabilities
+
+    def spy(model, volume, *, options, device, **kw):
+        calls.append(options)
+        return original(model, volume, options=options, device=device, **kw)
+
+    monkeypatch.setattr(window, "sliding_window_probabilities", spy)
+    pred, target = predict_volume(bundle.model, vol, preprocessing=pre, device=torch.device("cpu"), overlap=0.5)
+    assert len(calls) == 1
+    assert calls[0].patch_size_zyx == tuple(pre.inference_window_zyx) and calls[0].overlap == 0.5
+    assert pred.shape == target.shape and set(np.unique(pred)) <= {0, 1}

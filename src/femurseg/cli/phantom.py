@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recon-circle", choices=("random", "yes", "no"), default="random",
                    help="blank the image outside the reconstruction circle, as many scanners do; nothing is labelled "
                    "there (default: in ~60%% of cases)")
+    p.add_argument("--anatomy", choices=("model", "labelmaps"), default="model",
+                   help="'model': posed meshes and modelled soft tissue (default); 'labelmaps': the bundled expert "
+                   "label maps of two real hips, cropped to random fields of view (always --appearance random)")
+    p.add_argument("--appearance", choices=("physics", "random"), default="physics",
+                   help="'physics': HU from the subject's bone density and the scanner's calibration (default); "
+                   "'random': per-tissue intensities drawn from wide CT ranges, for training (labels unchanged)")
     p.add_argument("--femur-mesh", type=Path, default=None, help="a femur surface mesh (STL/PLY/OBJ/VTP) to use")
     p.add_argument("--mesh-side", choices=("right", "left"), default="right", help="side of --femur-mesh")
     p.add_argument("--mesh-scale", type=float, default=1.0, help="scale of --femur-mesh to mm (default 1)")
@@ -61,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         femur_mesh=str(args.femur_mesh) if args.femur_mesh else None,
         mesh_side=args.mesh_side,
         mesh_scale=args.mesh_scale,
+        anatomy=args.anatomy,
+        appearance="random" if args.anatomy == "labelmaps" else args.appearance,
     )
     prepare_cohort_folder(args.output)  # fail on an unwritable folder before any work
     total = 397 if args.cohort == "paper" else n

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="BUNDLE", help="fine femur model bundle folder (default: the bundled model)")
     p.add_argument("--locator", metavar="BUNDLE", help="locator model bundle folder (default: the bundled locator)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
+    p.add_argument("--extent", default=None, metavar="MM|full",
+                   help="distal limit of the mask below the top of the femoral head [mm] (default 120), or 'full' "
+                   "for the whole femur in view")
     p.add_argument("--fast", action="store_true", help="no window overlap: ~3x faster, slightly rougher")
     p.add_argument("--tta", action="store_true",
                    help="mirror-flip test-time augmentation over the mirror axes the model was trained with")
@@ -130,8 +133,12 @@ def _describe(summary: dict) -> str:
     parts = []
     for side in ("right", "left"):
         facts = summary["sides"][side]
+        qc = facts.get("qc") or {}
         if facts["present"]:
-            parts.append(f"{side} femur {facts['volume_ml']:.1f} mL (confidence {facts['confidence']:.2f})")
+            check = f"; QC check: {', '.join(qc['reasons'])}" if qc.get("verdict") == "check" else ""
+            parts.append(f"{side} femur {facts['volume_ml']:.1f} mL (confidence {facts['confidence']:.2f}{check})")
+        elif qc.get("verdict") == "reject":
+            parts.append(f"no {side} femur (rejected by QC: {', '.join(qc['reasons'])})")
         else:
             parts.append(f"no {side} femur")
     return ", ".join(parts)
@@ -163,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     from femurseg.inference import Segmenter
     from femurseg.io import write_image
 
-    segmenter = Segmenter(model=args.model, locator=args.locator, device=args.device, fast=args.fast, tta=args.tta)
+    segmenter = Segmenter(model=args.model, locator=args.locator, device=args.device, fast=args.fast, tta=args.tta,
+                          extent_mm=_extent(args.extent))
 
     if not batch:
         name, source = cases[0]
@@ -212,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             "case": name, "path": str(source), "status": "ok",
             **{f"{s}_volume_ml": round(sides[s]["volume_ml"], 3) if sides[s]["present"] else "" for s in ("right", "left")},
             **{f"{s}_confidence": round(sides[s]["confidence"], 4) if sides[s]["present"] else "" for s in ("right", "left")},
+            **{f"{s}_qc": (sides[s].get("qc") or {}).get("verdict", "") for s in ("right", "left")},
             "seconds": result.summary["timings_s"]["total"],
         })
         tqdm.write(f"{name}: {_describe(result.summary)}", file=sys.stderr)
@@ -229,7 +238,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     import tempfile
 
     columns = ["case", "path", "status", "right_volume_ml", "left_volume_ml", "right_confidence", "left_confidence",
-               "seconds"]
+               "right_qc", "left_qc", "seconds"]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
@@ -241,3 +250,21 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _extent(value: str | None) -> float | None:
+    """``--extent``: a number of mm, 'full' (None), or the default."""
+    from femurseg.errors import InputError
+    from femurseg.inference.segmenter import DEFAULT_EXTENT_MM
+
+    if value is None:
+        return DEFAULT_EXTENT_MM
+    if value.strip().lower() == "full":
+        return None
+    try:
+        mm = float(value)
+    except ValueError:
+        raise InputError(f"--extent must be a number of mm below the head top or 'full', not {value!r}") from None
+    if not 20.0 <= mm <= 1000.0:
+        raise InputError(f"--extent must be 20–1000 mm (or 'full'), not {value}")
+    return mm

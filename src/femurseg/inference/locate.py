@@ -19,7 +19,7 @@ from femurseg.conventions import FEMUR_LABELS
 from femurseg.errors import NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.postprocess import largest_component
-from femurseg.inference.window import WindowOptions, sliding_window_probabilities
+from femurseg.models.window import WindowOptions, sliding_window_probabilities
 from femurseg.models.preprocessing import Preprocessing, normalize_hu, resample_image, scan_grid
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def locator_labels(
     image : SimpleITK.Image
         The scan [HU], any direction.
     model : torch.nn.Module
-        The locator (3 classes), prepared with :func:`femurseg.inference.window.prepare_model`.
+        The locator (3 classes), prepared with :func:`femurseg.models.window.prepare_model`.
     preprocessing : Preprocessing
         The locator's preprocessing (``task="locate"``).
     options : WindowOptions

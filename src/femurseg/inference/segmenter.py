@@ -7,6 +7,12 @@ fine resolution); a left ROI is mirrored so it looks like a right one, as in tra
 probability is computed with Gaussian-blended sliding windows, un-mirrored, and resampled back (linear) onto the
 scan's grid over the ROI's footprint only; it is thresholded at 0.5, cleaned (largest component, holes filled)
 and labelled 1 (right) or 2 (left).  The mask has exactly the scan's size, spacing, origin and direction.
+
+The proximal femur, defined: the femoral head, neck, trochanters and shaft from the top of the head down to
+``extent_mm`` below it (:data:`DEFAULT_EXTENT_MM`; ``None`` keeps the whole femur in view).  The region of interest
+stops 20 mm under that limit, so a long scan costs what a hip scan costs; the mask is cut at the limit (a plane
+perpendicular to the world z axis, LPS).  Each side then passes quality control (:mod:`femurseg.inference.qc`): a
+rejected side is not written, and a scan without an accepted side raises :class:`NoFemurFound`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from femurseg.conventions import FEMUR_LABELS
 from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
-from femurseg.inference.postprocess import clean_femur
-from femurseg.inference.window import (
+from femurseg.inference.postprocess import clean_femur, largest_component
+from femurseg.inference.qc import QCLimits, SideQC, assess_side
+from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
 )
 from femurseg.models.preprocessing import mirror_x, normalize_hu, resample_image, roi_grid
@@ -66,6 +73,11 @@ def tta_flips(bundle) -> tuple[tuple[int, ...], ...]:
     return tuple(c for n in range(1, len(axes) + 1) for c in combinations(axes, n))
 #: Windows per forward pass.
 BATCH_SIZE: int = 2
+#: Default distal limit of the mask below the top of the femoral head [mm]: the head, neck, trochanters and the
+#: subtrochanteric shaft (CTXA's total hip and the FE models of the proximal femur need about 100 mm).
+DEFAULT_EXTENT_MM: float = 120.0
+#: How far the region of interest reaches under the distal limit [mm] (the locator's box top is not exact).
+_EXTENT_ROI_SLACK_MM: float = 20.0
 
 
 @dataclass
@@ -104,6 +116,18 @@ def _load(source: Any, kind: str, device: torch.device):
     if bundle.config.out_channels != want:
         raise ModelError(f"{bundle.path}: a {kind} model must have {want} output classes, not {bundle.config.out_channels}")
     return bundle
+
+
+def _bundle_qc_limits(bundle) -> QCLimits:  # noqa: ANN001
+    from femurseg.config import from_dict
+
+    data = bundle.meta.get("qc_limits")
+    if data is None:
+        return QCLimits()
+    try:
+        return from_dict(QCLimits, data, where=f"{bundle.path}/model.json qc_limits")
+    except InputError as err:
+        raise ModelError(str(err)) from None
 
 
 def _model_facts(bundle) -> dict[str, Any]:
@@ -171,6 +195,11 @@ class Segmenter:
     tta : bool
         Mirror-flip test-time augmentation of the fine model over the mirror axes it was trained with (e.g. 2
         passes averaged for one axis); refused (InputError) for a model trained without mirroring.
+    extent_mm : float or None
+        Distal limit of the mask below the top of the femoral head [mm]; None: the whole femur in view.
+    qc_limits : QCLimits, optional
+        Thresholds of the per-side quality control; default: the fine model bundle's ``qc_limits`` (the anatomy
+        of the population it is for), or adult human hips when it has none.
 
     Examples
     --------
@@ -180,11 +209,16 @@ class Segmenter:
     """
 
     def __init__(self, *, model: Any = None, locator: Any = None, device: str = "auto", fast: bool = False,
-                 tta: bool = False) -> None:
+                 tta: bool = False, extent_mm: float | None = DEFAULT_EXTENT_MM,
+                 qc_limits: QCLimits | None = None) -> None:
+        if extent_mm is not None and not 20.0 <= float(extent_mm) <= 1000.0:
+            raise InputError(f"the extent must be 20–1000 mm below the head top (or 'full'), not {extent_mm}")
+        self.extent_mm = None if extent_mm is None else float(extent_mm)
         self.device = resolve_device(device)
         self.fast = bool(fast)
         self.tta = bool(tta)
         self.model_bundle = _load(model, "femur", self.device)
+        self.qc_limits = qc_limits or _bundle_qc_limits(self.model_bundle)
         self.locator_bundle = _load(locator, "locate", self.device)
         self._model = prepare_model(self.model_bundle.model, self.device)
         self._locator = prepare_model(self.locator_bundle.model, self.device)
@@ -267,7 +301,10 @@ class Segmenter:
         mask_arr, prob_arr, facts = self._assemble(image, sides, probabilities)
         timings["postprocess"] = time.perf_counter() - t0
         if not any(f["present"] for f in facts.values()):
-            raise NoFemurFound("no femur found in this scan (the femur model marked no voxel); is it a hip CT?")
+            why = "; ".join(f"{side}: {', '.join(f['qc']['reasons'])}" for side, f in facts.items() if "qc" in f)
+            raise NoFemurFound("no femur found in this scan" + (f" (rejected by quality control: {why})" if why else
+                               " (the femur model marked no voxel)") + "; is it a hip CT?",
+                               qc={side: f["qc"] for side, f in facts.items() if "qc" in f})
 
         mask = sitk.GetImageFromArray(mask_arr)
         mask.CopyInformation(image)
@@ -296,7 +333,10 @@ class Segmenter:
         pre = self.model_bundle.preprocessing
         t: dict[str, float] = {}
         t0 = time.perf_counter()
-        grid = roi_grid(box.lower_xyz, box.upper_xyz, spacing_zyx=pre.target_spacing_zyx,
+        lower = np.asarray(box.lower_xyz, float).copy()
+        if self.extent_mm is not None:
+            lower[2] = max(lower[2], float(box.upper_xyz[2]) - self.extent_mm - _EXTENT_ROI_SLACK_MM)
+        grid = roi_grid(lower, box.upper_xyz, spacing_zyx=pre.target_spacing_zyx,
                         margin_mm=pre.roi_margin_mm + self.locator_uncertainty_mm, min_shape_zyx=pre.patch_size_zyx)
         x = normalize_hu(resample_image(image, grid, fill_hu=pre.hu_window[0]), hu_window=pre.hu_window)
         mirrored = box.side == "left" and pre.mirror_left
@@ -358,9 +398,15 @@ class Segmenter:
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
         for s in sides:
             fg = clean_femur(s.fg)
+            if self.extent_mm is not None and fg.any():
+                fg = _cut_extent(fg, image, s.lo_xyz, self.extent_mm)
             label = FEMUR_LABELS[s.side]
             view = mask[s.block]
             fg &= view == 0
+            qc = _side_qc(image, s, fg, self.qc_limits)
+            if qc.verdict == "reject":
+                facts[s.side]["qc"] = qc.to_dict()
+                continue
             view[fg] = label
             if prob is not None:
                 np.maximum(prob[s.block], s.prob, out=prob[s.block])
@@ -382,6 +428,7 @@ class Segmenter:
                 "confidence": float(s.prob[fg].mean()),
                 "bbox_index_xyz": {"start": start_xyz, "end": end_xyz},
                 "bbox_world_xyz_mm": {"lower": c.min(axis=0).tolist(), "upper": c.max(axis=0).tolist()},
+                "qc": qc.to_dict(),
             }
         return mask, prob, facts
 
@@ -405,10 +452,54 @@ class Segmenter:
             },
             "sides": facts,
             "models": {"femur": _model_facts(self.model_bundle), "locator": _model_facts(self.locator_bundle)},
-            "settings": {"device": str(self.device), "fast": self.fast, "tta": self.tta,
+            "settings": {"device": str(self.device), "fast": self.fast, "tta": self.tta, "extent_mm": self.extent_mm,
                          "overlap": self.model_options.overlap, "threshold": 0.5},
             "timings_s": _round(timings),
         }
+
+
+def _block_world(image: sitk.Image, lo_xyz: np.ndarray):  # noqa: ANN202
+    """A function mapping (N, 3) block indices (z, y, x) of a block starting at ``lo_xyz`` to world points [mm]."""
+    spacing = np.asarray(image.GetSpacing(), float)
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin(), float)
+    lo = np.asarray(lo_xyz, float)
+
+    def to_world(idx_zyx: np.ndarray) -> np.ndarray:
+        return ((np.asarray(idx_zyx, float)[:, ::-1] + lo) * spacing) @ direction.T + origin
+
+    return to_world
+
+
+def _cut_extent(fg: np.ndarray, image: sitk.Image, lo_xyz: np.ndarray, extent_mm: float) -> np.ndarray:
+    """``fg`` without what lies more than ``extent_mm`` below its top (world z), then its largest piece."""
+    spacing = np.asarray(image.GetSpacing(), float)
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)[2] * spacing  # world z per index step (x, y, z)
+    lo = np.asarray(lo_xyz, float)
+    nz, ny, nx = fg.shape
+    zw = (float(image.GetOrigin()[2]) + d[0] * (lo[0] + np.arange(nx))[None, None, :]
+          + d[1] * (lo[1] + np.arange(ny))[None, :, None] + d[2] * (lo[2] + np.arange(nz))[:, None, None])
+    top = float(zw[fg].max()) if fg.any() else 0.0
+    cut = fg & (zw >= top - extent_mm)
+    return largest_component(cut) if cut.any() else cut
+
+
+def _side_qc(image: sitk.Image, s: _Side, fg: np.ndarray, limits: QCLimits) -> SideQC:
+    """QC of one side's mask over its block (:func:`femurseg.inference.qc.assess_side`)."""
+    size = np.asarray(image.GetSize())
+    edge = np.zeros(fg.shape, bool)
+    for k, axis in ((0, 2), (1, 1), (2, 0)):  # (x, y, z) index k is array axis 2 - k
+        first = [slice(None)] * 3
+        if s.lo_xyz[k] == 0:
+            first[axis] = 0
+            edge[tuple(first)] = True
+        if s.hi_xyz[k] == size[k] - 1:
+            first[axis] = -1
+            edge[tuple(first)] = True
+    confidence = float(s.prob[fg].mean()) if fg.any() else 0.0
+    spacing_zyx = tuple(float(v) for v in image.GetSpacing()[::-1])
+    return assess_side(fg, _block_world(image, s.lo_xyz), spacing_zyx=spacing_zyx, side=s.side,
+                       confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits)
 
 
 def segment(image_or_path: sitk.Image | str | os.PathLike[str], *, model: Any = None, locator: Any = None,

@@ -143,6 +143,7 @@ def save_bundle(
     training: dict,
     metrics: dict,
     name: str,
+    qc_limits: dict | None = None,
 ) -> Path:
     """Write a model bundle folder (``model.safetensors`` + ``model.json``) atomically.
 
@@ -165,6 +166,9 @@ def save_bundle(
         Validation metrics (same).
     name : str
         A short name of the model.
+    qc_limits : dict, optional
+        Anatomical limits of the segmenter's quality control for the population the model is for (fields of
+        :class:`femurseg.inference.qc.QCLimits`); absent: adult human hips.
 
     Returns
     -------
@@ -203,6 +207,8 @@ def save_bundle(
         "metrics": _jsonable(metrics, "metrics"),
         "weights_sha256": "",
     }
+    if qc_limits is not None:
+        meta["qc_limits"] = _jsonable(qc_limits, "qc_limits")
 
     from safetensors.torch import save_file
 

@@ -67,6 +67,12 @@ class PhantomOptions:
         Scale applied to ``femur_mesh`` (e.g. 1000 for a mesh in metres).
     z_margins_mm : (2,) tuple of (2,) tuple of float
         Ranges of the field of view's extent above the acetabular roof and below the lesser trochanters [mm].
+    anatomy : {"model", "labelmaps"}
+        ``"model"``: the posed mesh skeleton and modelled soft tissue; ``"labelmaps"``: a bundled real label map
+        (:mod:`femurseg.phantom.labelmaps`), always with a random appearance.
+    appearance : {"physics", "random"}
+        ``"physics"``: HU from the subject's densities and the scanner's calibration; ``"random"``: per-class
+        intensities drawn from wide CT ranges (:mod:`femurseg.phantom.appearance`); labels are the same.
     """
 
     spacing_xyz: tuple[float, float, float] | None = None
@@ -81,8 +87,14 @@ class PhantomOptions:
     mesh_side: str = "right"
     mesh_scale: float = 1.0
     z_margins_mm: tuple[tuple[float, float], tuple[float, float]] = ((10.0, 40.0), (15.0, 50.0))
+    anatomy: str = "model"
+    appearance: str = "physics"
 
     def __post_init__(self) -> None:
+        if self.anatomy not in ("model", "labelmaps"):
+            raise InputError(f"anatomy must be 'model' or 'labelmaps', not {self.anatomy!r}")
+        if self.appearance not in ("physics", "random"):
+            raise InputError(f"appearance must be 'physics' or 'random', not {self.appearance!r}")
         if self.spacing_xyz is not None:
             sp = tuple(float(s) for s in self.spacing_xyz)
             if len(sp) != 3 or not all(0.1 <= s <= 10.0 for s in sp):
@@ -221,10 +233,17 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, not {seed!r}")
     options = options or PhantomOptions()
+    if options.anatomy == "labelmaps":
+        from femurseg.phantom.synth import generate_labelmap_case
+
+        return generate_labelmap_case(int(seed), noise_sigma_hu=options.noise_sigma_hu,
+                                      recon_circle=options.recon_circle)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ss = np.random.SeedSequence(int(seed))
-    r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak = (np.random.default_rng(s) for s in ss.spawn(8))
+    # spawn(9): the first eight children are those of earlier versions' spawn(8), so physics cases are unchanged.
+    r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak, r_look = (
+        np.random.default_rng(s) for s in ss.spawn(9))
 
     subject = _body.sample_subject(r_subject, sex=options.sex, age=options.age)
     params = _anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
@@ -262,6 +281,12 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     occupancy_mean = float(bones.occupancy.mean())
     vbmd = bones.trabecular_vbmd
     del bones, bone_cls
+    appearance = None
+    if options.appearance == "random":
+        from femurseg.phantom import appearance as _app
+
+        appearance = _app.sample_appearance(r_look)
+        hu = _app.render_appearance(tissues, grid.spacing_zyx, appearance, r_look)
     _ct.add_streaks(hu, grid, landmarks, depth_hu=scan.streak_hu, rng=r_streak)
     ct = _ct.apply_scanner(hu, grid, scan, rng=r_noise)
     del hu
@@ -296,6 +321,11 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     facts["size_xyz"] = [grid.shape_zyx[2], grid.shape_zyx[1], grid.shape_zyx[0]]
     facts["origin_xyz"] = list(grid.origin_xyz)
     facts["bone_fraction"] = occupancy_mean
+    facts["anatomy_source"] = "model"
+    if appearance is not None:
+        facts.update({f"appearance_{k}": v for k, v in appearance.to_dict().items()})
+        for key in ("trabecular_vbmd_mg_cm3", "trabecular_vbmd_right_mg_cm3", "trabecular_vbmd_left_mg_cm3"):
+            facts[key] = float("nan")  # a random appearance does not follow the subject's densities
     facts = _jsonable(facts)
 
     scan_img = image_from_array(ct, grid)

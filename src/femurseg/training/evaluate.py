@@ -33,7 +33,6 @@ def predict_volume(
     preprocessing: Preprocessing,
     device: torch.device,
     overlap: float,
-    amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class predictions over a volume's nominal ROI.
 
@@ -48,25 +47,25 @@ def predict_volume(
     device : torch.device
     overlap : float
         Sliding-window overlap, a fraction of the window.
-    amp : bool
-        bf16 autocast (CUDA only).
 
     Returns
     -------
     pred, target : (Z, Y, X) ndarray of uint8
         Predicted and true class indices over the ROI, at model resolution.
     """
-    from monai.inferers import sliding_window_inference
+    from femurseg.models.window import WindowOptions, sliding_window_probabilities
 
     image, target = validation_crop(volume, hu_window=preprocessing.hu_window)
-    x = torch.from_numpy(image)[None, None].to(device)
-    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        # The inference window (not the training patch), so this measures what inference will do.
-        logits = sliding_window_inference(
-            x, roi_size=preprocessing.inference_window_zyx, sw_batch_size=1, predictor=model, overlap=overlap,
-            mode="gaussian", padding_mode="constant", cval=-1.0,
-        )
-    pred = torch.as_tensor(logits).float().argmax(1)[0].cpu().numpy().astype(np.uint8)
+    # The inference window (not the training patch) and the very code of ``femurseg segment``, so this measures
+    # what inference will do.
+    options = WindowOptions(patch_size_zyx=preprocessing.inference_window_zyx, overlap=overlap, batch_size=1)
+    was_training = model.training
+    model.eval()
+    try:
+        probs = sliding_window_probabilities(model, image, options=options, device=device)
+    finally:
+        model.train(was_training)
+    pred = probs.argmax(0).astype(np.uint8)
     return pred, np.asarray(target, dtype=np.uint8)
 
 

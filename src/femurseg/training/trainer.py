@@ -150,8 +150,8 @@ def validate(
 ) -> dict[str, float]:
     """Dice, sensitivity and specificity per side on the full validation ROIs at model resolution.
 
-    Sliding windows of the inference window with Gaussian blending (:func:`~femurseg.training.evaluate.predict_volume`), padded with
-    −1 (the window's low end) like inference.  Specificity counts the ROI only (it depends on the field of view).
+    The sliding window of ``femurseg segment`` (:func:`femurseg.models.window.sliding_window_probabilities`, via
+    :func:`~femurseg.training.evaluate.predict_volume`) over the inference window, padded with −1 like inference.  Specificity counts the ROI only (it depends on the field of view).
 
     Returns
     -------
@@ -166,9 +166,8 @@ def validate(
     per_side: dict[str, dict[str, list[float]]] = {"right": {}, "left": {}}
     was_training = model.training
     model.eval()
-    amp = config.amp and device.type == "cuda"
     for vol in volumes:
-        pred, target = predict_volume(model, vol, preprocessing=pp, device=device, overlap=config.sw_overlap, amp=amp)
+        pred, target = predict_volume(model, vol, preprocessing=pp, device=device, overlap=config.sw_overlap)
         for side, k in side_classes(vol):
             p, t = pred == k, target == k
             m = per_side[side]

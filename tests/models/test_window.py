@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from femurseg.inference.window import (
+from femurseg.models.window import (
     WindowOptions, gaussian_importance, prepare_model, sliding_window_probabilities, window_starts,
 )
 

@@ -1,0 +1,244 @@
+"""Quality control of one segmented femur: is it a proximal femur, and of the side it is labelled?
+
+A network marks bone-like shapes wherever it is run; the locator can run it on a humerus, a calf, the iliac wing
+or the other femur.  What a proximal femur has and those do not, measured per side on the mask in world (LPS)
+coordinates:
+
+- a **femoral head**: the deepest point of the mask near its top (largest inscribed ball) is the head centre
+  estimate; a sphere fitted (least squares) to the mask's surface within 1.3 head radii of it and above a quarter
+  radius under its centre must have a plausible radius and a small RMS residual (:class:`QCLimits`);
+- a **neck offset**: the femur 40–100 mm below the head centre (trochanters and shaft) lies lateral of the head
+  by tens of millimetres; a straight bone (a shaft cut by the field of view, a humerus seen end-on, a flipped scan)
+  has almost none;
+- **laterality from shape**: the head is medial of the shaft, so a right femur's head lies at larger world x than
+  its shaft (LPS: +x is the patient's left); a mask whose shape says "left" under the right label is the other
+  femur seen through the wrong side's region of interest;
+- a **volume** plausible for the extent (head top to ``femurseg.inference.segmenter.DEFAULT_EXTENT_MM``
+  below it: 60–450 mL in adults), the network's **confidence** (mean probability over the mask), and whether the
+  mask touches the scan's border (a femur cut by the field of view).
+
+Verdicts: ``reject`` (not written, see :func:`verdict`), ``check`` (written, with its reasons) or ``ok``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+@dataclass(frozen=True)
+class QCLimits:
+    """The thresholds of the verdict (defaults: adult human hips).
+
+    Attributes
+    ----------
+    head_radius_mm : (2,) tuple of float
+        Plausible femoral head radius [mm] (adult heads: diameter 38–58 mm; margins for mask error).
+    head_residual_mm : float
+        Largest RMS residual of the head's sphere fit [mm] for a head to count as found.
+    min_neck_offset_mm : float
+        Smallest horizontal offset [mm] of the femur 40–100 mm below the head centre from the head centre.
+    volume_ml : (2,) tuple of float
+        Plausible volume [mL] of a whole proximal femur in the default extent.
+    min_volume_ml : float
+        Below this volume [mL] a mask is a speck, not a femur.
+    confidence : (2,) tuple of float
+        Mean probability over the mask below which a side is rejected / checked.
+    cut_zone_mm : float
+        A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
+        shaft leaving the scan distally is the normal hip scan).
+    """
+
+    head_radius_mm: tuple[float, float] = (14.0, 34.0)
+    head_residual_mm: float = 2.5
+    min_neck_offset_mm: float = 15.0
+    volume_ml: tuple[float, float] = (60.0, 450.0)
+    min_volume_ml: float = 5.0
+    confidence: tuple[float, float] = (0.6, 0.85)
+    cut_zone_mm: float = 60.0
+
+
+@dataclass
+class SideQC:
+    """Quality-control values and verdict of one side (JSON-able via :meth:`to_dict`).
+
+    Attributes
+    ----------
+    verdict : {"ok", "check", "reject"}
+    reasons : list of str
+        Why not ``ok`` (empty when ok).
+    head_found : bool
+    head_center_xyz_mm : list of float or None
+        Fitted sphere centre [mm, LPS].
+    head_radius_mm, head_residual_mm : float or None
+        Fitted radius and RMS distance of the surface points to the sphere [mm].
+    neck_offset_mm : float or None
+        Horizontal distance of the femur 40–100 mm below the head centre from the head centre [mm]; None when the
+        mask does not reach that far.
+    shape_side : {"right", "left"} or None
+        The side the shape says (head medial of the shaft); None when undecided.
+    volume_ml : float
+    confidence : float
+        Mean foreground probability over the mask.
+    touches_border : bool
+        The mask reaches the scan's outermost voxels within ``QCLimits.cut_zone_mm`` of its top: cut by the field of
+        view.
+    """
+
+    verdict: str = "ok"
+    reasons: list[str] = field(default_factory=list)
+    head_found: bool = False
+    head_center_xyz_mm: list[float] | None = None
+    head_radius_mm: float | None = None
+    head_residual_mm: float | None = None
+    neck_offset_mm: float | None = None
+    shape_side: str | None = None
+    volume_ml: float = 0.0
+    confidence: float = 0.0
+    touches_border: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-able, values rounded to 0.01."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 3)
+            elif isinstance(v, list) and v and isinstance(v[0], float):
+                d[k] = [round(x, 2) for x in v]
+        return d
+
+
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Least-squares sphere through points (algebraic fit): (centre (3,), radius, RMS residual) [input units].
+
+    Raises
+    ------
+    ValueError
+        Fewer than 4 points or a degenerate configuration.
+    """
+    p = np.asarray(points, float)
+    if len(p) < 4:
+        raise ValueError("a sphere needs at least 4 points")
+    a = np.column_stack([2.0 * p, np.ones(len(p))])
+    b = (p**2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    centre = sol[:3]
+    r2 = sol[3] + float(centre @ centre)
+    if not np.isfinite(r2) or r2 <= 0:
+        raise ValueError("degenerate sphere fit")
+    radius = float(np.sqrt(r2))
+    resid = float(np.sqrt(np.mean((np.linalg.norm(p - centre, axis=1) - radius) ** 2)))
+    return centre, radius, resid
+
+
+def _head(fg: np.ndarray, spacing_zyx: np.ndarray, world: np.ndarray, surface: np.ndarray, qc: SideQC,
+          limits: QCLimits) -> None:
+    """Head centre estimate (deepest point near the top), then the sphere fit; fills ``qc``."""
+    from scipy import ndimage
+
+    z = world[:, 2]
+    top = float(z.max())
+    near = z >= top - 45.0
+    idx = np.argwhere(fg)
+    lo = idx[near].min(axis=0)
+    hi = idx[near].max(axis=0) + 1
+    crop = np.pad(fg[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1)
+    depth = ndimage.distance_transform_edt(crop, sampling=spacing_zyx)[1:-1, 1:-1, 1:-1]
+    local = idx[near] - lo
+    d = depth[tuple(local.T)]
+    k = int(np.argmax(d))
+    c0, r0 = world[near][k], float(d[k])
+    s = surface[np.linalg.norm(surface - c0, axis=1) <= 1.3 * max(r0, 5.0)]
+    s = s[s[:, 2] >= c0[2] - 0.25 * r0]
+    try:
+        centre, radius, resid = fit_sphere(s)
+    except ValueError:
+        return
+    qc.head_center_xyz_mm = [float(v) for v in centre]
+    qc.head_radius_mm, qc.head_residual_mm = radius, resid
+    qc.head_found = limits.head_radius_mm[0] <= radius <= limits.head_radius_mm[1] and resid <= limits.head_residual_mm
+
+
+def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence: float,  # noqa: ANN001
+                border_idx: np.ndarray | None = None, limits: QCLimits | None = None) -> SideQC:
+    """QC values and verdict of one femur mask.
+
+    Parameters
+    ----------
+    fg : (Z, Y, X) ndarray of bool
+        The cleaned mask over its block of the scan.
+    to_world : callable
+        Maps (N, 3) block indices (z, y, x) to (N, 3) world points [mm, LPS].
+    spacing_zyx : (3,) sequence of float
+        The scan's voxel spacing [mm].
+    side : {"right", "left"}
+        The side it is labelled.
+    confidence : float
+        Mean foreground probability over the mask.
+    border_idx : (N, 3) ndarray of int, optional
+        Block indices of the mask's voxels on the scan's outermost layer.  The mask counts as cut by the field of
+        view when one of them lies within ``limits.cut_zone_mm`` of the mask's top.
+    limits : QCLimits, optional
+        Thresholds; default adult human ones.
+
+    Returns
+    -------
+    SideQC
+    """
+    from scipy import ndimage
+
+    limits = limits or QCLimits()
+    spacing = np.asarray(spacing_zyx, float)
+    qc = SideQC(volume_ml=float(fg.sum()) * float(np.prod(spacing)) / 1000.0, confidence=float(confidence))
+    if fg.sum() >= 20:
+        world = to_world(np.argwhere(fg))
+        if border_idx is not None and len(border_idx):
+            qc.touches_border = bool((to_world(border_idx)[:, 2] >= world[:, 2].max() - limits.cut_zone_mm).any())
+        surface = to_world(np.argwhere(fg & ~ndimage.binary_erosion(fg)))
+        _head(fg, spacing, world, surface, qc, limits)
+        if qc.head_center_xyz_mm is not None:
+            c = np.asarray(qc.head_center_xyz_mm)
+            below = world[(world[:, 2] <= c[2] - 40.0) & (world[:, 2] >= c[2] - 100.0)]
+            if len(below) >= 20:
+                m = below.mean(axis=0)
+                qc.neck_offset_mm = float(np.hypot(m[0] - c[0], m[1] - c[1]))
+                dx = float(c[0] - m[0])
+                if abs(dx) >= 10.0:
+                    qc.shape_side = "right" if dx > 0 else "left"
+    verdict(qc, side, limits)
+    return qc
+
+
+def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
+    """Set ``qc.verdict`` and ``qc.reasons`` from its values and the ``limits`` (default :class:`QCLimits`).
+
+    ``reject``: a speck; confidence below ``confidence[0]``; the shape says the other side; no femoral head in a
+    mask that is not cut by the field of view; no neck offset below a head (a straight bone).
+    ``check``: a head not found in a mask cut by the field of view; a volume outside ``volume_ml``; confidence
+    below ``confidence[1]``; a mask cut by the field of view.
+    """
+    lim = limits or QCLimits()
+    MIN_VOLUME_ML, CONFIDENCE, VOLUME_ML = lim.min_volume_ml, lim.confidence, lim.volume_ml  # noqa: N806
+    MIN_NECK_OFFSET_MM = lim.min_neck_offset_mm  # noqa: N806
+    reject, check = [], []
+    if qc.volume_ml < MIN_VOLUME_ML:
+        reject.append(f"volume {qc.volume_ml:.1f} mL is a speck, not a femur")
+    if qc.confidence < CONFIDENCE[0]:
+        reject.append(f"network confidence {qc.confidence:.2f} < {CONFIDENCE[0]}")
+    elif qc.confidence < CONFIDENCE[1]:
+        check.append(f"network confidence {qc.confidence:.2f} < {CONFIDENCE[1]}")
+    if qc.shape_side is not None and qc.shape_side != side:
+        reject.append(f"its shape is a {qc.shape_side} femur (head lateral of the shaft for a {side} one)")
+    if not qc.head_found:
+        what = ("no femoral head (sphere fit: " + (f"radius {qc.head_radius_mm:.1f} mm, residual "
+                f"{qc.head_residual_mm:.1f} mm)" if qc.head_radius_mm is not None else "failed)"))
+        (check if qc.touches_border else reject).append(what)
+    elif qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
+        reject.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
+                      f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
+    if not VOLUME_ML[0] <= qc.volume_ml <= VOLUME_ML[1] and qc.volume_ml >= MIN_VOLUME_ML:
+        check.append(f"volume {qc.volume_ml:.0f} mL outside {VOLUME_ML[0]:.0f}–{VOLUME_ML[1]:.0f} mL")
+    if qc.touches_border:
+        check.append("cut by the scan's field of view")
+    qc.reasons = reject + check
+    qc.verdict = "reject" if reject else ("check" if check else "ok")

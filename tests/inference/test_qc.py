@@ -1,0 +1,104 @@
+"""Per-side quality control: a femur passes, what is not a femur (or not of its side) is rejected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, fit_sphere, verdict
+
+SPACING = 1.5  # mm, isotropic
+ORIGIN = np.array([20.0, 20.0, 10.0])  # world (x, y, z) of voxel 0 [mm]
+SHAPE_ZYX = (114, 54, 80)
+
+
+def _world_grid() -> np.ndarray:
+    z, y, x = np.meshgrid(*(np.arange(n) for n in SHAPE_ZYX), indexing="ij")
+    return np.stack([x, y, z], axis=-1) * SPACING + ORIGIN
+
+
+def _to_world(idx_zyx: np.ndarray) -> np.ndarray:
+    return np.asarray(idx_zyx, float)[:, ::-1] * SPACING + ORIGIN
+
+
+def _capsule(p: np.ndarray, a, b, r: float) -> np.ndarray:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    t = np.clip(((p - a) @ (b - a)) / float((b - a) @ (b - a)), 0.0, 1.0)
+    return np.linalg.norm(p - (a + t[..., None] * (b - a)), axis=-1) <= r
+
+
+def right_femur() -> np.ndarray:
+    """A right proximal femur (LPS): the head medial (+x) of the trochanter and shaft."""
+    p = _world_grid()
+    head = np.linalg.norm(p - np.array([100.0, 60.0, 150.0]), axis=-1) <= 22.0
+    neck = _capsule(p, (100, 60, 150), (65, 60, 125), 14.0)
+    trochanter = np.linalg.norm(p - np.array([55.0, 60.0, 130.0]), axis=-1) <= 15.0
+    shaft = _capsule(p, (60, 60, 125), (62, 60, 20), 14.0)
+    return head | neck | trochanter | shaft
+
+
+def _assess(fg: np.ndarray, side: str = "right", confidence: float = 0.95, border=None) -> SideQC:
+    return assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side=side, confidence=confidence, border_idx=border)
+
+
+def test_fit_sphere_recovers_centre_and_radius() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(500, 3))
+    pts = np.array([3.0, -2.0, 7.0]) + 21.5 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    centre, radius, resid = fit_sphere(pts[pts[:, 2] > 3.0])  # a cap, as a femoral head
+    np.testing.assert_allclose(centre, [3.0, -2.0, 7.0], atol=1e-6)
+    assert radius == pytest.approx(21.5) and resid < 1e-6
+    with pytest.raises(ValueError):
+        fit_sphere(pts[:3])
+
+
+def test_a_femur_passes_with_its_head_and_side() -> None:
+    qc = _assess(right_femur())
+    assert qc.verdict == "ok", qc.reasons
+    assert qc.head_found and abs(qc.head_radius_mm - 22.0) < 1.5 and qc.head_residual_mm < 1.0
+    np.testing.assert_allclose(qc.head_center_xyz_mm, [100.0, 60.0, 150.0], atol=1.5)
+    assert qc.shape_side == "right" and qc.neck_offset_mm > 30.0
+
+
+def test_the_other_sides_femur_is_rejected() -> None:
+    qc = _assess(right_femur(), side="left")
+    assert qc.verdict == "reject" and any("right femur" in r for r in qc.reasons)
+
+
+def test_a_straight_bone_is_rejected() -> None:
+    """A shaft, a humerus end-on, a flipped scan's femur: no head with a neck below it."""
+    p = _world_grid()
+    qc = _assess(_capsule(p, (80, 60, 170), (80, 60, 20), 14.0))
+    assert qc.verdict == "reject", qc
+    rod = np.zeros(SHAPE_ZYX, bool)
+    rod[10:100, 20:34, 30:44] = True  # flat-ended, box-shaped
+    assert _assess(rod).verdict == "reject"
+
+
+def test_specks_and_unsure_masks_are_rejected() -> None:
+    speck = np.zeros(SHAPE_ZYX, bool)
+    speck[50:53, 20:23, 30:33] = True
+    assert _assess(speck).verdict == "reject"
+    assert _assess(right_femur(), confidence=0.4).verdict == "reject"
+    unsure = _assess(right_femur(), confidence=0.8)
+    assert unsure.verdict == "check" and "confidence" in unsure.reasons[0]
+
+
+def test_a_femur_cut_near_its_top_by_the_field_of_view_is_flagged_but_not_its_shaft() -> None:
+    fg = right_femur()
+    idx = np.argwhere(fg)
+    shaft_end = idx[idx[:, 0] == idx[:, 0].min()]  # the distal cut: the normal hip scan
+    assert _assess(fg, border=shaft_end).verdict == "ok"
+    head_side = idx[idx[:, 2] == idx[:, 2].max()]  # the head at the scan's side edge
+    qc = _assess(fg, border=head_side)
+    assert qc.touches_border and qc.verdict == "check"
+
+
+def test_limits_are_the_policy() -> None:
+    qc = _assess(right_femur())
+    strict = QCLimits(head_radius_mm=(25.0, 34.0))
+    verdict(qc, "right", strict)
+    assert qc.verdict == "ok"  # verdict() reads the values; head_found was decided by assess_side's limits
+    small = assess_side(right_femur(), _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
+                        limits=strict)
+    assert not small.head_found and small.verdict == "reject"

@@ -102,3 +102,16 @@ def test_limits_are_the_policy() -> None:
     small = assess_side(right_femur(), _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
                         limits=strict)
     assert not small.head_found and small.verdict == "reject"
+
+
+def test_metal_inside_the_femur_is_reported_as_an_implant() -> None:
+    fg = right_femur()
+    hu = np.where(fg, 400.0, 40.0)
+    assert _assess(fg).metal_ml == 0.0
+    qc = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95, hu=hu)
+    assert qc.verdict == "ok" and qc.metal_ml == 0.0
+    stem = np.zeros(SHAPE_ZYX, bool)
+    stem[20:70, 25:29, 22:26] = True  # a stem down the shaft
+    hu[stem & fg] = 3000.0
+    qc = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95, hu=hu)
+    assert qc.metal_ml > 1.0 and qc.verdict == "check" and any(r.startswith("implant") for r in qc.reasons)

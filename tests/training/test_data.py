@@ -127,3 +127,21 @@ def test_split_is_stratified_seeded_and_explicit() -> None:
     assert [r.case_id for r in val2] == ["c03", "c15"]
     with pytest.raises(InputError, match="unknown case"):
         split_cases(recs, val_fraction=0.0, val_cases=("zz",), seed=0)
+
+
+def test_an_all_zero_label_map_is_a_negative_case(tmp_path: Path) -> None:
+    """A scan without a femur: the locator learns background there; the femur model has no ROI to take."""
+    from femurseg.models.preprocessing import Preprocessing
+    from femurseg.training.data import prepare_volumes
+
+    root = write_cohort(tmp_path / "c", 1)
+    path = root / "labels" / "case000.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(path)) * 0, str(path))
+    image, labels = load_case(find_cases(root)[0])
+    assert not sitk.GetArrayViewFromImage(labels).any()
+    loc = Preprocessing(task="locate", target_spacing_zyx=(4.0, 4.0, 4.0), patch_size_zyx=(8, 8, 8), roi_margin_mm=0.0,
+                        mirror_left=False)
+    [vol] = prepare_volumes(find_cases(root), preprocessing=loc, context_mm=0.0)
+    assert vol.side == "both" and not np.asarray(vol.target).any() and len(vol.foreground) == 0
+    fem = Preprocessing(task="femur", target_spacing_zyx=(1.5, 1.5, 2.0), patch_size_zyx=(8, 8, 8))
+    assert prepare_volumes(find_cases(root), preprocessing=fem, context_mm=0.0) == []

@@ -27,9 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recon-circle", choices=("random", "yes", "no"), default="random",
                    help="blank the image outside the reconstruction circle, as many scanners do; nothing is labelled "
                    "there (default: in ~60%% of cases)")
-    p.add_argument("--anatomy", choices=("model", "labelmaps"), default="model",
+    p.add_argument("--anatomy", choices=("model", "labelmaps", "negatives"), default="model",
                    help="'model': posed meshes and modelled soft tissue (default); 'labelmaps': the bundled expert "
-                   "label maps of two real hips, cropped to random fields of view (always --appearance random)")
+                   "label maps of two real hips, cropped to random fields of view; 'negatives': scans without a "
+                   "femur (abdomen with arms, lower legs; empty labels); both always --appearance random")
     p.add_argument("--appearance", choices=("physics", "random"), default="physics",
                    help="'physics': HU from the subject's bone density and the scanner's calibration (default); "
                    "'random': per-tissue intensities drawn from wide CT ranges, for training (labels unchanged)")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         mesh_side=args.mesh_side,
         mesh_scale=args.mesh_scale,
         anatomy=args.anatomy,
-        appearance="random" if args.anatomy == "labelmaps" else args.appearance,
+        appearance="random" if args.anatomy != "model" else args.appearance,
     )
     prepare_cohort_folder(args.output)  # fail on an unwritable folder before any work
     total = 397 if args.cohort == "paper" else n

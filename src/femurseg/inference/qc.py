@@ -13,6 +13,7 @@ coordinates:
 - **laterality from shape**: the head is medial of the shaft, so a right femur's head lies at larger world x than
   its shaft (LPS: +x is the patient's left); a mask whose shape says "left" under the right label is the other
   femur seen through the wrong side's region of interest;
+- **metal** inside the mask (HU ≥ ``QCLimits.metal_hu``: a hip stem, screws): reported as ``implant``;
 - a **volume** plausible for the extent (head top to ``femurseg.inference.segmenter.DEFAULT_EXTENT_MM``
   below it: 60–450 mL in adults), the network's **confidence** (mean probability over the mask), and whether the
   mask touches the scan's border (a femur cut by the field of view).
@@ -44,6 +45,10 @@ class QCLimits:
         Below this volume [mL] a mask is a speck, not a femur.
     confidence : (2,) tuple of float
         Mean probability over the mask below which a side is rejected / checked.
+    metal_hu : float
+        CT value [HU] from which a voxel is metal (cortical bone stays under ~2000 HU).
+    min_metal_ml : float
+        Metal volume [mL] inside the mask from which the side is reported as ``implant``.
     cut_zone_mm : float
         A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
         shaft leaving the scan distally is the normal hip scan).
@@ -56,6 +61,8 @@ class QCLimits:
     min_volume_ml: float = 5.0
     confidence: tuple[float, float] = (0.6, 0.85)
     cut_zone_mm: float = 60.0
+    metal_hu: float = 2500.0
+    min_metal_ml: float = 0.2
 
 
 @dataclass
@@ -83,6 +90,8 @@ class SideQC:
     touches_border : bool
         The mask reaches the scan's outermost voxels within ``QCLimits.cut_zone_mm`` of its top: cut by the field of
         view.
+    metal_ml : float
+        Volume of metal (HU ≥ ``QCLimits.metal_hu``) inside the mask [mL].
     """
 
     verdict: str = "ok"
@@ -96,6 +105,7 @@ class SideQC:
     volume_ml: float = 0.0
     confidence: float = 0.0
     touches_border: bool = False
+    metal_ml: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-able, values rounded to 0.01."""
@@ -160,7 +170,8 @@ def _head(fg: np.ndarray, spacing_zyx: np.ndarray, world: np.ndarray, surface: n
 
 
 def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence: float,  # noqa: ANN001
-                border_idx: np.ndarray | None = None, limits: QCLimits | None = None) -> SideQC:
+                border_idx: np.ndarray | None = None, limits: QCLimits | None = None,
+                hu: np.ndarray | None = None) -> SideQC:
     """QC values and verdict of one femur mask.
 
     Parameters
@@ -180,6 +191,8 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
         view when one of them lies within ``limits.cut_zone_mm`` of the mask's top.
     limits : QCLimits, optional
         Thresholds; default adult human ones.
+    hu : (Z, Y, X) ndarray, optional
+        The scan's values [HU] over the same block, for the metal check.
 
     Returns
     -------
@@ -189,7 +202,10 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
 
     limits = limits or QCLimits()
     spacing = np.asarray(spacing_zyx, float)
-    qc = SideQC(volume_ml=float(fg.sum()) * float(np.prod(spacing)) / 1000.0, confidence=float(confidence))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    qc = SideQC(volume_ml=float(fg.sum()) * voxel_ml, confidence=float(confidence))
+    if hu is not None:
+        qc.metal_ml = float(np.count_nonzero(np.asarray(hu)[fg] >= limits.metal_hu)) * voxel_ml
     if fg.sum() >= 20:
         world = to_world(np.argwhere(fg))
         if border_idx is not None and len(border_idx):
@@ -215,7 +231,7 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     ``reject``: a speck; confidence below ``confidence[0]``; the shape says the other side; no femoral head in a
     mask that is not cut by the field of view; no neck offset below a head (a straight bone).
     ``check``: a head not found in a mask cut by the field of view; a volume outside ``volume_ml``; confidence
-    below ``confidence[1]``; a mask cut by the field of view.
+    below ``confidence[1]``; a mask cut by the field of view; an implant (metal inside the mask).
     """
     lim = limits or QCLimits()
     MIN_VOLUME_ML, CONFIDENCE, VOLUME_ML = lim.min_volume_ml, lim.confidence, lim.volume_ml  # noqa: N806
@@ -240,5 +256,7 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         check.append(f"volume {qc.volume_ml:.0f} mL outside {VOLUME_ML[0]:.0f}–{VOLUME_ML[1]:.0f} mL")
     if qc.touches_border:
         check.append("cut by the scan's field of view")
+    if qc.metal_ml >= lim.min_metal_ml:
+        check.append(f"implant: {qc.metal_ml:.1f} mL of metal inside the femur")
     qc.reasons = reject + check
     qc.verdict = "reject" if reject else ("check" if check else "ok")

@@ -498,8 +498,9 @@ def _side_qc(image: sitk.Image, s: _Side, fg: np.ndarray, limits: QCLimits) -> S
             edge[tuple(first)] = True
     confidence = float(s.prob[fg].mean()) if fg.any() else 0.0
     spacing_zyx = tuple(float(v) for v in image.GetSpacing()[::-1])
+    hu = sitk.GetArrayViewFromImage(image)[s.block]
     return assess_side(fg, _block_world(image, s.lo_xyz), spacing_zyx=spacing_zyx, side=s.side,
-                       confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits)
+                       confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits, hu=hu)
 
 
 def segment(image_or_path: sitk.Image | str | os.PathLike[str], *, model: Any = None, locator: Any = None,

@@ -774,3 +774,14 @@ def outside_circle(grid: Grid) -> np.ndarray:
     xx = (np.arange(nx) - (nx - 1) / 2.0)[None, :] * dx
     radius = 0.5 * min(ny * dy, nx * dx)
     return (xx * xx + yy * yy) > radius * radius
+
+
+def blank_outside_circle(grid: Grid, *maps: np.ndarray) -> None:
+    """Zero each (Z, Y, X) label or tissue map outside the reconstruction circle (in place).
+
+    Nothing is known outside the circle: the image is blank there, and so are the maps (a femur cut by the circle
+    is labelled up to the cut, as one cut by the field of view).
+    """
+    outside = outside_circle(grid)
+    for m in maps:
+        m[:, outside] = 0

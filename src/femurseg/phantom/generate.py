@@ -67,9 +67,10 @@ class PhantomOptions:
         Scale applied to ``femur_mesh`` (e.g. 1000 for a mesh in metres).
     z_margins_mm : (2,) tuple of (2,) tuple of float
         Ranges of the field of view's extent above the acetabular roof and below the lesser trochanters [mm].
-    anatomy : {"model", "labelmaps"}
+    anatomy : {"model", "labelmaps", "negatives"}
         ``"model"``: the posed mesh skeleton and modelled soft tissue; ``"labelmaps"``: a bundled real label map
-        (:mod:`femurseg.phantom.labelmaps`), always with a random appearance.
+        (:mod:`femurseg.phantom.labelmaps`), always with a random appearance; ``"negatives"``: a scan without a
+        femur (:mod:`femurseg.phantom.negatives`; the kinds alternate with the seed), empty labels.
     appearance : {"physics", "random"}
         ``"physics"``: HU from the subject's densities and the scanner's calibration; ``"random"``: per-class
         intensities drawn from wide CT ranges (:mod:`femurseg.phantom.appearance`); labels are the same.
@@ -91,8 +92,8 @@ class PhantomOptions:
     appearance: str = "physics"
 
     def __post_init__(self) -> None:
-        if self.anatomy not in ("model", "labelmaps"):
-            raise InputError(f"anatomy must be 'model' or 'labelmaps', not {self.anatomy!r}")
+        if self.anatomy not in ("model", "labelmaps", "negatives"):
+            raise InputError(f"anatomy must be 'model', 'labelmaps' or 'negatives', not {self.anatomy!r}")
         if self.appearance not in ("physics", "random"):
             raise InputError(f"appearance must be 'physics' or 'random', not {self.appearance!r}")
         if self.spacing_xyz is not None:
@@ -238,6 +239,10 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
 
         return generate_labelmap_case(int(seed), noise_sigma_hu=options.noise_sigma_hu,
                                       recon_circle=options.recon_circle)
+    if options.anatomy == "negatives":
+        from femurseg.phantom.negatives import NEGATIVE_KINDS, negative_case
+
+        return negative_case(NEGATIVE_KINDS[int(seed) % len(NEGATIVE_KINDS)], int(seed))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ss = np.random.SeedSequence(int(seed))
@@ -291,11 +296,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     ct = _ct.apply_scanner(hu, grid, scan, rng=r_noise)
     del hu
     if scan.recon_circle:
-        # Nothing is known outside the reconstruction circle: the image is blank there, and so are the label and
-        # tissue maps (a femur cut by the circle is labelled up to the cut, as one cut by the field of view).
-        outside = _ct.outside_circle(grid)
-        tissues[:, outside] = 0
-        labels[:, outside] = 0
+        _ct.blank_outside_circle(grid, tissues, labels)
     timings["scanner"] = time.perf_counter() - t
 
     voxel_ml = float(np.prod(grid.spacing_zyx)) / 1000.0

@@ -74,9 +74,7 @@ def generate_labelmap_case(seed: int, *, subject: str | None = None, noise_sigma
     ct = _ct.apply_scanner(hu, grid, scan, rng=r_noise)
     del hu
     if scan.recon_circle:
-        outside = _ct.outside_circle(grid)
-        tissues[:, outside] = 0
-        labels[:, outside] = 0
+        _ct.blank_outside_circle(grid, tissues, labels)
 
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     counts = np.bincount(labels.ravel(), minlength=3)

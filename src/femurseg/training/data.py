@@ -285,10 +285,14 @@ def load_case(record: CaseRecord):  # noqa: ANN201 (SimpleITK images, imported l
     labels : SimpleITK.Image of uint8
         Same geometry as ``image``.
 
+    An all-zero label map is a negative case (a scan without a femur: it teaches the locator where femurs are
+    not); a label map with other values but no femur value is refused (wrong label values).
+
     Raises
     ------
     InputError
-        Unreadable files, a label map whose geometry differs from the scan's, or no femur label in it.
+        Unreadable files, a label map whose geometry differs from the scan's, or non-zero labels none of which is
+        a femur value.
     """
     import SimpleITK as sitk
 
@@ -313,7 +317,7 @@ def load_case(record: CaseRecord):  # noqa: ANN201 (SimpleITK images, imported l
     else:
         out[np.isin(arr, record.right_values)] = RIGHT_FEMUR
         out[np.isin(arr, record.left_values)] = LEFT_FEMUR
-    if not out.any():
+    if not out.any() and arr.any():
         present = sorted(int(v) for v in np.unique(arr))[:10]
         raise InputError(
             f"{record.labels}: no femur label found (values present: {present}; expected "

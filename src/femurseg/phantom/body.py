@@ -451,6 +451,265 @@ def _extents(occ: np.ndarray, x: np.ndarray, y: np.ndarray, midline: float, zs: 
     return out
 
 
+@dataclass
+class _Crop:
+    """The body's bounding box on the grid: its world coordinates [mm] and windows into it."""
+
+    xs: np.ndarray  # (nx,) world x of the crop's columns
+    ys: np.ndarray  # (ny,) world y of its rows
+    X: np.ndarray  # (1, nx) float32
+    Y: np.ndarray  # (ny, 1) float32
+
+    def win(self, wx: float, wy: float, rad: float) -> tuple[slice, slice]:
+        """Rows and columns of the crop within ``rad`` of (wx, wy) [mm]."""
+        return (slice(int(np.searchsorted(self.ys, wy - rad)), int(np.searchsorted(self.ys, wy + rad))),
+                slice(int(np.searchsorted(self.xs, wx - rad)), int(np.searchsorted(self.xs, wx + rad))))
+
+    def disc(self, code: np.ndarray, wx: float, wy: float, rad: float, value: int, where: np.ndarray) -> None:
+        """Paint ``value`` into ``code`` over the disc of radius ``rad`` at (wx, wy), where ``where`` holds."""
+        wr, wc = self.win(wx, wy, rad + 1.0)
+        d2 = (self.X[:, wc] - wx) ** 2 + (self.Y[wr, :] - wy) ** 2
+        sub = code[wr, wc]
+        sub[(d2 < rad * rad) & where[wr, wc]] = value
+
+
+@dataclass
+class _TrunkFrame:
+    """Per-slice trunk outline parameters around the bones [mm]."""
+
+    cx: float
+    cy: float
+    half_w: np.ndarray  # (nz,)
+    y_ant: np.ndarray  # (nz,)
+    y_post: np.ndarray  # (nz,)
+    y_rest: float  # where the back rests on the support
+
+
+def _soft_tissue_lut(body: BodyModel) -> np.ndarray:
+    lut = np.zeros(256, np.float32)
+    hu = body.hu
+    for code, key in ((_AIR, "air"), (_FAT, "fat"), (_MUSCLE, "muscle"), (_SKIN, "skin"), (_TABLE_SKIN, "table_skin"),
+                      (_TABLE_FOAM, "table_foam"), (_PAD, "pad"), (_BLOCK, "block"), (_BLADDER, "bladder"),
+                      (_GAS, "gas"), (_VESSEL, "vessel"), (_ORGAN, "organ"), (_CARTILAGE, "cartilage"), (_INNER_FAT, "inner_fat"),
+                      (_FASCIA, "fascia")):
+        lut[code] = hu[key]
+    for code, v in zip(_RODS, body.rod_hu):
+        lut[code] = v
+    return lut
+
+
+def _trunk_frame(body: BodyModel, bone_occupancy: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                 zs: np.ndarray) -> _TrunkFrame:
+    """The trunk's extent per slice: around the bones found there, plus the body's muscle margins."""
+    ext = _extents(bone_occupancy, xs, ys, body.midline_x, zs, smooth_mm=12.0)
+    both = np.where(np.isnan(ext["right"]), ext["left"], ext["right"])
+    both_l = np.where(np.isnan(ext["left"]), ext["right"], ext["left"])
+    if np.isnan(both).any():
+        # No bone in the field of view (a tiny test grid far from the hips): wrap the landmarks instead.
+        r = max(body.head_radius.values())
+        fallback = np.array([body.head_xy["right"][0] - 2.5 * r, body.head_xy["left"][0] + 2.5 * r,
+                             body.hip_y - 1.5 * r, body.hip_y + 3.0 * r])
+        both = np.where(np.isnan(both), fallback[[0, 1, 2, 3]], both)
+        both_l = np.where(np.isnan(both_l), fallback, both_l)
+    bx0 = np.minimum(both[:, 0], both_l[:, 0])
+    bx1 = np.maximum(both[:, 1], both_l[:, 1])
+    by0 = np.minimum(both[:, 2], both_l[:, 2])
+    by1 = np.maximum(both[:, 3], both_l[:, 3])
+    # Trunk: a superellipse per slice around the bones plus muscle margins, seen from one fixed centre.
+    cx = body.midline_x
+    half_w = np.maximum(cx - bx0, bx1 - cx) + body.margin_lat
+    y_ant = by0 - body.margin_ant
+    # Lying supine, the buttocks rest on the support at every level: the posterior contour is nearly straight
+    # along z, at least a thin muscle layer behind the bones.
+    y_post = np.maximum(by1 + 15.0, float(np.max(by1 + body.margin_post)) - 6.0)
+    cy = 0.5 * (np.median(y_ant) + np.median(y_post))
+    y_rest = float(np.max(y_post + body.fat_mm * (1.0 + body.fat_harmonics[0]))) - body.compress_mm
+    return _TrunkFrame(cx=cx, cy=cy, half_w=half_w, y_ant=y_ant, y_post=y_post, y_rest=y_rest)
+
+
+def _thigh_frames(body: BodyModel, crop: _Crop) -> dict:
+    """Per side (polar frame, centre x, centre y, shaft point at the lesser trochanter, shaft direction)."""
+    thighs = {}
+    for side in ("right", "left"):
+        sp = np.asarray(body.shaft_point[side])
+        sd = np.asarray(body.shaft_dir[side])
+        sd = sd / np.linalg.norm(sd)
+        zc = body.lesser_trochanter_z
+        t = (zc - sp[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
+        c = sp + t * sd
+        lat = -1.0 if side == "right" else 1.0
+        # The femur lies anterolateral in the thigh: the thigh's centre is medial and posterior to it.
+        tcx = float(c[0] - lat * 18.0)
+        tcy = float(c[1] + 12.0)
+        thighs[side] = (_Polar(crop.X, crop.Y, tcx, tcy), tcx, tcy, c, sd)
+    return thighs
+
+
+def _hip_windows(body: BodyModel, crop: _Crop, xs: np.ndarray, ys: np.ndarray, box: tuple[int, int, int, int],
+                 cx: float) -> dict:
+    """Per side (rows, columns, polar frame) of the window around each hip where the muscle septa are drawn."""
+    c0, c1, r0, r1 = box
+    reach = max(body.septa_len) + max(body.head_radius.values()) + 10.0
+    hips = {}
+    for side in ("right", "left"):
+        hx, hy = body.head_xy[side]
+        lat = -1.0 if side == "right" else 1.0
+        wc = slice(int(np.clip(np.searchsorted(xs, hx - reach), c0, c1)) - c0,
+                   int(np.clip(np.searchsorted(xs, hx + reach), c0, c1)) - c0)
+        if side == "right":
+            wc = slice(wc.start, min(wc.stop, int(np.searchsorted(xs, cx)) - c0))
+        else:
+            wc = slice(max(wc.start, int(np.searchsorted(xs, cx)) - c0), wc.stop)
+        wr = slice(int(np.clip(np.searchsorted(ys, hy - reach), r0, r1)) - r0,
+                   int(np.clip(np.searchsorted(ys, hy + reach), r0, r1)) - r0)
+        if wc.stop <= wc.start or wr.stop <= wr.start:
+            continue
+        hips[side] = (wr, wc, _Polar(crop.X[:, wc], crop.Y[wr, :], hx, hy, lateral_sign=lat, wiggle=body.septum_wiggle))
+    return hips
+
+
+def _outline(body: BodyModel, k: int, z: float, frame: _TrunkFrame, trunk: _Polar, fatf: np.ndarray,
+             thighs: dict, crop: _Crop) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances [mm] of slice ``k`` to the lean (muscle) outline and to the skin (negative inside)."""
+    theta_b = trunk.theta_bins
+    Xc, Yc = crop.X, crop.Y
+    y_ant, y_post, cx = frame.y_ant, frame.y_post, frame.cx
+    r_lean = _superellipse_radius(theta_b, cx, 0.5 * (y_ant[k] + y_post[k]), cx, frame.cy, frame.half_w[k],
+                                  0.5 * (y_post[k] - y_ant[k]), 0.5 * (y_post[k] - y_ant[k]), body.exponent)
+    lean = trunk.r - r_lean[trunk.idx]
+    outer = lean - fatf[trunk.idx]
+    below = body.perineum_z - z
+    if below > -25.0:
+        # Trunk tapers into the perineum and the gluteal folds; the thighs take over.
+        shrink = np.float32(min(max(below + 25.0, 0.0) * 1.5, 400.0))
+        lean = lean + shrink
+        outer = outer + shrink
+        for side in ("right", "left"):
+            pol, tcx, tcy, c, sd = thighs[side]
+            tt = (z - c[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
+            sx = float(c[0] + tt * sd[0] - tcx)
+            syy = float(c[1] + tt * sd[1] - tcy)
+            a = body.thigh_margin + 24.0
+            b = body.thigh_margin + 18.0
+            b_post = max(b * 1.1, frame.y_rest - body.fat_mm - (tcy + syy))
+            r_th = _superellipse_radius(theta_b, tcx + sx, tcy + syy, tcx, tcy, a, b, b_post, 2.2)
+            tl = pol.r - r_th[pol.idx]
+            to = tl - fatf[pol.idx]
+            lean = _smin(lean, tl, 12.0)
+            outer = _smin(outer, to, 15.0)
+    # Gluteal cleft: a posterior midline notch in the lower slices.
+    if z < body.hip_z + 10.0:
+        # Supine, the buttocks press together: the natal cleft is a slit, a few mm wide at the skin.
+        depth = body.cleft_depth * min(1.0, (body.hip_z + 10.0 - z) / 30.0)
+        y_back = float(np.max(y_post)) + body.fat_mm
+        notch = (np.abs(Xc - cx) - 0.6 - 0.08 * np.maximum(Yc - (y_back - depth), 0.0))
+        notch = np.where(Yc > y_back - depth, notch, np.float32(1e3))
+        outer = np.maximum(outer, -notch)
+    outer = np.maximum(outer, Yc - frame.y_rest)
+    lean = np.maximum(lean, Yc - (frame.y_rest - 4.0))
+    return lean, outer
+
+
+def _septa(code: np.ndarray, lean: np.ndarray, z: float, body: BodyModel, hips: dict, theta_b: np.ndarray) -> None:
+    """Intermuscular fat planes around each hip: short curved septa between the muscle bellies, each present over
+    its own range of levels, and the fascia between gluteus maximus and medius."""
+    septa_deg = np.asarray(body.septa_deg)
+    septa_slope = np.asarray(body.septa_slope)
+    septa_len = np.asarray(body.septa_len)
+    septa_z = np.asarray(body.septa_z)
+    w = body.septum_width
+    for side, (wr, wc, pol) in hips.items():
+        hz = body.head_z[side]
+        on = np.abs(z - hz - septa_z[:, 0]) < septa_z[:, 1]
+        if not on.any():
+            continue
+        ang = np.deg2rad(septa_deg[on] + septa_slope[on] * (z - hz))
+        dth_all = np.abs((theta_b[:, None] - ang[None, :] + math.pi) % (2 * math.pi) - math.pi)
+        which = dth_all.argmin(axis=1)
+        dth = dth_all[np.arange(len(theta_b)), which]
+        rcrit = (0.5 * w / np.maximum(dth, 1e-4)).astype(np.float32)
+        rmax = (body.head_radius[side] + septa_len[on][which]).astype(np.float32)
+        rmin = body.head_radius[side] + 6.0
+        lw = lean[wr, wc]
+        r_bin = pol.r
+        sept = (r_bin < rcrit[pol.idx]) & (r_bin > rmin) & (r_bin < rmax[pol.idx]) & (lw < -2.0)
+        if abs(z - hz) < 45.0 and z > body.perineum_z:
+            th = theta_b[pol.idx]
+            sept |= (np.abs(lw + body.glut_septum_mm) < 0.5 * w) & (th > 0.35) & (th < 1.75)
+        sub = code[wr, wc]
+        sub[sept] = _FAT
+
+
+def _pelvic_cavity(code: np.ndarray, lean: np.ndarray, z: float, body: BodyModel, crop: _Crop,
+                   cav_q: np.ndarray) -> None:
+    """True pelvis and ischioanal fossae above the perineum: inner fat, rectum, bladder (or prostate/vagina),
+    bowel loops with gas bubbles, free gas."""
+    Xc, Yc = crop.X, crop.Y
+    taper = min(1.0, (z - body.perineum_z) / 20.0)
+    inside = (cav_q < taper) & (lean < -3.0)
+    code[inside] = _INNER_FAT
+    rx, ry, rr = body.rectum
+    crop.disc(code, rx, ry, rr, _ORGAN, inside)
+    bxc, byc, bzc, bax, bay, baz = body.bladder
+    if bax > 0:
+        qz = ((z - bzc) / baz) ** 2
+        if qz < 1:
+            s_ = math.sqrt(1 - qz)
+            wr, wc = crop.win(bxc, byc, max(bax, bay) * s_ + 1.0)
+            bq = ((Xc[:, wc] - bxc) / (bax * s_)) ** 2 + ((Yc[wr, :] - byc) / (bay * s_)) ** 2
+            sub = code[wr, wc]
+            sub[(bq < 1) & (lean[wr, wc] < -3.0)] = _BLADDER
+    elif z < body.hip_z:
+        # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
+        wr, wc = crop.win(rx, ry - rr - 14.0, 17.0)
+        pq = ((Xc[:, wc] - rx) / 16.0) ** 2 + ((Yc[wr, :] - (ry - rr - 14.0)) / 13.0) ** 2
+        sub = code[wr, wc]
+        sub[(pq < 1) & inside[wr, wc]] = _ORGAN
+    for gx, gy, gz, br, bl, bub in body.bowel:
+        qz = ((z - gz) / bl) ** 2
+        if qz < 1:
+            rz = br * math.sqrt(1 - qz)
+            crop.disc(code, gx, gy, rz, _ORGAN, inside)
+            if 0 < bub < rz:
+                # Gas floats: the bubble sits at the loop's anterior (upper, supine) side.
+                crop.disc(code, gx, gy - rz + bub + 1.0, bub, _GAS, inside)
+    deep = lean < -3.0
+    for gx, gy, gz, gr in body.gas:
+        dzg = z - gz
+        if abs(dzg) < gr:
+            crop.disc(code, gx, gy, math.sqrt(gr * gr - dzg * dzg), _GAS, deep)
+
+
+def _vessels_and_joints(code: np.ndarray, lean: np.ndarray, z: float, body: BodyModel, crop: _Crop) -> None:
+    """Femoral vessels (anteromedial to each hip, running up medially and posteriorly into the pelvis), then the
+    hip joints' cartilage and capsule around each head."""
+    Xc, Yc = crop.X, crop.Y
+    for side, dmed, dant, vr in body.vessels:
+        hx, hy = body.head_xy[side]
+        med = 1.0 if side == "right" else -1.0
+        dzv = z - body.head_z[side]
+        up = max(dzv, 0.0)
+        vx = hx + med * (dmed + 0.25 * up) - med * 0.05 * min(dzv, 0.0)
+        vy = hy - dant + 0.3 * up
+        wr, wc = crop.win(vx, vy, vr + 3.0)
+        d2 = (Xc[:, wc] - vx) ** 2 + (Yc[wr, :] - vy) ** 2
+        sub = code[wr, wc]
+        ok = lean[wr, wc] < -1.0
+        inner = (d2 < vr * vr) & ok
+        sub[(d2 < (vr + 1.5) ** 2) & ok & ~inner & (sub == _MUSCLE)] = _FAT
+        sub[inner] = _VESSEL
+    for side in ("right", "left"):
+        hx, hy = body.head_xy[side]
+        dzh = z - body.head_z[side]
+        ra = body.head_radius[side] - 1.0
+        rb = body.head_radius[side] + body.joint_space[side] + 1.0
+        if abs(dzh) < rb:
+            wr, wc = crop.win(hx, hy, rb + 1.0)
+            d2 = (Xc[:, wc] - hx) ** 2 + (Yc[wr, :] - hy) ** 2 + dzh * dzh
+            sub = code[wr, wc]
+            sub[(d2 < rb * rb) & (d2 > ra * ra)] = _CARTILAGE
+
+
 def render_soft_tissue(
     body: BodyModel,
     grid: Grid,
@@ -458,6 +717,11 @@ def render_soft_tissue(
     bone_occupancy: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise the soft tissue, table and calibration phantom on ``grid``.
+
+    Per slice: the body outline (trunk, thighs, gluteal cleft; :func:`_outline`), muscle inside a subcutaneous fat
+    layer with its fascia and skin, intermuscular septa (:func:`_septa`), the pelvic cavity's organs
+    (:func:`_pelvic_cavity`), vessels and hip joints (:func:`_vessels_and_joints`), and partial volume at the
+    skin; the table and calibration phantom under the patient are drawn once.
 
     Parameters
     ----------
@@ -484,53 +748,21 @@ def render_soft_tissue(
     X = xs[None, :].astype(np.float32)
     Y = ys[:, None].astype(np.float32)
     h = max(dx, dy)
-
-    lut = np.zeros(256, np.float32)
-    hu = body.hu
-    for code, key in ((_AIR, "air"), (_FAT, "fat"), (_MUSCLE, "muscle"), (_SKIN, "skin"), (_TABLE_SKIN, "table_skin"),
-                      (_TABLE_FOAM, "table_foam"), (_PAD, "pad"), (_BLOCK, "block"), (_BLADDER, "bladder"),
-                      (_GAS, "gas"), (_VESSEL, "vessel"), (_ORGAN, "organ"), (_CARTILAGE, "cartilage"), (_INNER_FAT, "inner_fat"),
-                      (_FASCIA, "fascia")):
-        lut[code] = hu[key]
-    for code, v in zip(_RODS, body.rod_hu):
-        lut[code] = v
-
-    ext = _extents(bone_occupancy, xs, ys, body.midline_x, zs, smooth_mm=12.0)
-    both = np.where(np.isnan(ext["right"]), ext["left"], ext["right"])
-    both_l = np.where(np.isnan(ext["left"]), ext["right"], ext["left"])
-    if np.isnan(both).any():
-        # No bone in the field of view (a tiny test grid far from the hips): wrap the landmarks instead.
-        r = max(body.head_radius.values())
-        fallback = np.array([body.head_xy["right"][0] - 2.5 * r, body.head_xy["left"][0] + 2.5 * r,
-                             body.hip_y - 1.5 * r, body.hip_y + 3.0 * r])
-        both = np.where(np.isnan(both), fallback[[0, 1, 2, 3]], both)
-        both_l = np.where(np.isnan(both_l), fallback, both_l)
-    bx0 = np.minimum(both[:, 0], both_l[:, 0])
-    bx1 = np.maximum(both[:, 1], both_l[:, 1])
-    by0 = np.minimum(both[:, 2], both_l[:, 2])
-    by1 = np.maximum(both[:, 3], both_l[:, 3])
-
-    # Trunk: a superellipse per slice around the bones plus muscle margins, seen from one fixed centre.
-    cx = body.midline_x
-    half_w = np.maximum(cx - bx0, bx1 - cx) + body.margin_lat
-    y_ant = by0 - body.margin_ant
-    # Lying supine, the buttocks rest on the support at every level: the posterior contour is nearly straight
-    # along z, at least a thin muscle layer behind the bones.
-    y_post = np.maximum(by1 + 15.0, float(np.max(by1 + body.margin_post)) - 6.0)
-    cy = 0.5 * (np.median(y_ant) + np.median(y_post))
-    y_rest = float(np.max(y_post + body.fat_mm * (1.0 + body.fat_harmonics[0]))) - body.compress_mm
+    lut = _soft_tissue_lut(body)
+    frame = _trunk_frame(body, bone_occupancy, xs, ys, zs)
+    cx = frame.cx
 
     # Objects under the patient: z-invariant, drawn once on the whole plane.
-    under_code, under_frac = _under_patient(body, X, Y, y_rest, h)
+    under_code, under_frac = _under_patient(body, X, Y, frame.y_rest, h)
     bg_hu = lut[under_code] * under_frac + lut[_AIR] * (1.0 - under_frac)
     bg_cls = _CLASS_OF[np.where(under_frac >= 0.5, under_code, np.uint8(_AIR))]
 
     # Everything else lies in the body's bounding box: work on that crop only.
     fat_max = body.fat_mm * 2.0 + 5.0
-    x_lo = cx - float(half_w.max()) - fat_max - 60.0
-    x_hi = cx + float(half_w.max()) + fat_max + 60.0
-    y_lo = float(y_ant.min()) - fat_max
-    y_hi = y_rest + 2.0 * h
+    x_lo = cx - float(frame.half_w.max()) - fat_max - 60.0
+    x_hi = cx + float(frame.half_w.max()) + fat_max + 60.0
+    y_lo = float(frame.y_ant.min()) - fat_max
+    y_hi = frame.y_rest + 2.0 * h
     c0, c1 = (int(np.clip(np.searchsorted(xs, v), 0, nx)) for v in (x_lo, x_hi))
     r0, r1 = (int(np.clip(np.searchsorted(ys, v), 0, ny)) for v in (y_lo, y_hi))
     out_hu = np.empty(grid.shape_zyx, np.float32)
@@ -539,199 +771,29 @@ def render_soft_tissue(
     out_cls[:] = bg_cls
     if c1 <= c0 or r1 <= r0:
         return out_hu, out_cls
-    Xc, Yc = X[:, c0:c1], Y[r0:r1, :]
+    crop = _Crop(xs=xs[c0:c1], ys=ys[r0:r1], X=X[:, c0:c1], Y=Y[r0:r1, :])
     bg_hu_c, under_c = bg_hu[r0:r1, c0:c1], under_code[r0:r1, c0:c1]
     under_frac_c = under_frac[r0:r1, c0:c1]
 
-    xs_c, ys_c = xs[c0:c1], ys[r0:r1]
-
-    def win(wx: float, wy: float, rad: float) -> tuple[slice, slice]:
-        """Rows and columns of the crop within ``rad`` of (wx, wy) [mm]."""
-        return (slice(int(np.searchsorted(ys_c, wy - rad)), int(np.searchsorted(ys_c, wy + rad))),
-                slice(int(np.searchsorted(xs_c, wx - rad)), int(np.searchsorted(xs_c, wx + rad))))
-
-    trunk = _Polar(Xc, Yc, cx, cy)
+    trunk = _Polar(crop.X, crop.Y, cx, frame.cy)
     fatf = _fat_factor(trunk.theta_bins, body.fat_harmonics) * body.fat_mm
-
-    # Thighs (below the perineum): superellipses around each femoral shaft.
-    thighs = {}
-    for side in ("right", "left"):
-        sp = np.asarray(body.shaft_point[side])
-        sd = np.asarray(body.shaft_dir[side])
-        sd = sd / np.linalg.norm(sd)
-        zc = body.lesser_trochanter_z
-        t = (zc - sp[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
-        c = sp + t * sd
-        lat = -1.0 if side == "right" else 1.0
-        # The femur lies anterolateral in the thigh: the thigh's centre is medial and posterior to it.
-        tcx = float(c[0] - lat * 18.0)
-        tcy = float(c[1] + 12.0)
-        thighs[side] = (_Polar(Xc, Yc, tcx, tcy), tcx, tcy, c, sd)
-
-    # Muscle compartments around each hip, on a window around the hip only.
-    reach = max(body.septa_len) + max(body.head_radius.values()) + 10.0
-    hips = {}
-    for side in ("right", "left"):
-        hx, hy = body.head_xy[side]
-        lat = -1.0 if side == "right" else 1.0
-        wc = slice(int(np.clip(np.searchsorted(xs, hx - reach), c0, c1)) - c0,
-                   int(np.clip(np.searchsorted(xs, hx + reach), c0, c1)) - c0)
-        if side == "right":
-            wc = slice(wc.start, min(wc.stop, int(np.searchsorted(xs, cx)) - c0))
-        else:
-            wc = slice(max(wc.start, int(np.searchsorted(xs, cx)) - c0), wc.stop)
-        wr = slice(int(np.clip(np.searchsorted(ys, hy - reach), r0, r1)) - r0,
-                   int(np.clip(np.searchsorted(ys, hy + reach), r0, r1)) - r0)
-        if wc.stop <= wc.start or wr.stop <= wr.start:
-            continue
-        hips[side] = (wr, wc, _Polar(Xc[:, wc], Yc[wr, :], hx, hy, lateral_sign=lat, wiggle=body.septum_wiggle))
-
+    thighs = _thigh_frames(body, crop)  # below the perineum: superellipses around each femoral shaft
+    hips = _hip_windows(body, crop, xs, ys, (c0, c1, r0, r1), cx)
     cav_x, cav_y, cav_a, cav_b = body.cavity
-    cav_q = (np.abs((Xc - cav_x) / cav_a) ** 2.4 + np.abs((Yc - cav_y) / cav_b) ** 2.0).astype(np.float32)
-
-    theta_b = trunk.theta_bins
+    cav_q = (np.abs((crop.X - cav_x) / cav_a) ** 2.4 + np.abs((crop.Y - cav_y) / cav_b) ** 2.0).astype(np.float32)
     skin_mm = 1.8
-    septa_deg = np.asarray(body.septa_deg)
-    septa_slope = np.asarray(body.septa_slope)
-    septa_len = np.asarray(body.septa_len)
-    septa_z = np.asarray(body.septa_z)
     for k in range(nz):
         z = float(zs[k])
-        r_lean = _superellipse_radius(theta_b, cx, 0.5 * (y_ant[k] + y_post[k]), cx, cy, half_w[k],
-                                      0.5 * (y_post[k] - y_ant[k]), 0.5 * (y_post[k] - y_ant[k]), body.exponent)
-        lean = trunk.r - r_lean[trunk.idx]
-        outer = lean - fatf[trunk.idx]
-        below = body.perineum_z - z
-        if below > -25.0:
-            # Trunk tapers into the perineum and the gluteal folds; the thighs take over.
-            shrink = np.float32(min(max(below + 25.0, 0.0) * 1.5, 400.0))
-            lean = lean + shrink
-            outer = outer + shrink
-            for side in ("right", "left"):
-                pol, tcx, tcy, c, sd = thighs[side]
-                tt = (z - c[2]) / sd[2] if abs(sd[2]) > 1e-3 else 0.0
-                sx = float(c[0] + tt * sd[0] - tcx)
-                syy = float(c[1] + tt * sd[1] - tcy)
-                a = body.thigh_margin + 24.0
-                b = body.thigh_margin + 18.0
-                b_post = max(b * 1.1, y_rest - body.fat_mm - (tcy + syy))
-                r_th = _superellipse_radius(theta_b, tcx + sx, tcy + syy, tcx, tcy, a, b, b_post, 2.2)
-                tl = pol.r - r_th[pol.idx]
-                to = tl - fatf[pol.idx]
-                lean = _smin(lean, tl, 12.0)
-                outer = _smin(outer, to, 15.0)
-        # Gluteal cleft: a posterior midline notch in the lower slices.
-        if z < body.hip_z + 10.0:
-            # Supine, the buttocks press together: the natal cleft is a slit, a few mm wide at the skin.
-            depth = body.cleft_depth * min(1.0, (body.hip_z + 10.0 - z) / 30.0)
-            y_back = float(np.max(y_post)) + body.fat_mm
-            notch = (np.abs(Xc - cx) - 0.6 - 0.08 * np.maximum(Yc - (y_back - depth), 0.0))
-            notch = np.where(Yc > y_back - depth, notch, np.float32(1e3))
-            outer = np.maximum(outer, -notch)
-        outer = np.maximum(outer, Yc - y_rest)
-        lean = np.maximum(lean, Yc - (y_rest - 4.0))
-
+        lean, outer = _outline(body, k, z, frame, trunk, fatf, thighs, crop)
         code = np.where(lean < 0, np.uint8(_MUSCLE), np.uint8(_FAT))
         if body.fat_mm > 12.0:
             # The superficial fascia: a thin fibrous sheet splitting thick subcutaneous fat.
             code[(np.abs(outer - 0.45 * (outer - lean)) < 0.4) & (lean > 2.0)] = _FASCIA
         code[outer > -skin_mm] = _SKIN
-
-        # Intermuscular fat planes around each hip: short curved septa between the muscle bellies, each present
-        # over its own range of levels, and the fascia between gluteus maximus and medius.
-        w = body.septum_width
-        for side, (wr, wc, pol) in hips.items():
-            hz = body.head_z[side]
-            on = np.abs(z - hz - septa_z[:, 0]) < septa_z[:, 1]
-            if not on.any():
-                continue
-            ang = np.deg2rad(septa_deg[on] + septa_slope[on] * (z - hz))
-            dth_all = np.abs((theta_b[:, None] - ang[None, :] + math.pi) % (2 * math.pi) - math.pi)
-            which = dth_all.argmin(axis=1)
-            dth = dth_all[np.arange(len(theta_b)), which]
-            rcrit = (0.5 * w / np.maximum(dth, 1e-4)).astype(np.float32)
-            rmax = (body.head_radius[side] + septa_len[on][which]).astype(np.float32)
-            rmin = body.head_radius[side] + 6.0
-            lw = lean[wr, wc]
-            r_bin = pol.r
-            sept = (r_bin < rcrit[pol.idx]) & (r_bin > rmin) & (r_bin < rmax[pol.idx]) & (lw < -2.0)
-            if abs(z - hz) < 45.0 and z > body.perineum_z:
-                th = theta_b[pol.idx]
-                sept |= (np.abs(lw + body.glut_septum_mm) < 0.5 * w) & (th > 0.35) & (th < 1.75)
-            sub = code[wr, wc]
-            sub[sept] = _FAT
-
-        # Pelvic cavity (true pelvis and ischioanal fossae), above the perineum.
+        _septa(code, lean, z, body, hips, trunk.theta_bins)
         if z > body.perineum_z:
-            taper = min(1.0, (z - body.perineum_z) / 20.0)
-            inside = (cav_q < taper) & (lean < -3.0)
-            code[inside] = _INNER_FAT
-            rx, ry, rr = body.rectum
-
-            def disc(wx: float, wy: float, rad: float, value: int, where: np.ndarray) -> None:
-                wr, wc = win(wx, wy, rad + 1.0)
-                d2 = (Xc[:, wc] - wx) ** 2 + (Yc[wr, :] - wy) ** 2
-                sub = code[wr, wc]
-                sub[(d2 < rad * rad) & where[wr, wc]] = value
-
-            disc(rx, ry, rr, _ORGAN, inside)
-            bxc, byc, bzc, bax, bay, baz = body.bladder
-            if bax > 0:
-                qz = ((z - bzc) / baz) ** 2
-                if qz < 1:
-                    s_ = math.sqrt(1 - qz)
-                    wr, wc = win(bxc, byc, max(bax, bay) * s_ + 1.0)
-                    bq = ((Xc[:, wc] - bxc) / (bax * s_)) ** 2 + ((Yc[wr, :] - byc) / (bay * s_)) ** 2
-                    sub = code[wr, wc]
-                    sub[(bq < 1) & (lean[wr, wc] < -3.0)] = _BLADDER
-            elif z < body.hip_z:
-                # Empty bladder: the prostate (men) or vagina/cervix (women): soft tissue behind the symphysis.
-                wr, wc = win(rx, ry - rr - 14.0, 17.0)
-                pq = ((Xc[:, wc] - rx) / 16.0) ** 2 + ((Yc[wr, :] - (ry - rr - 14.0)) / 13.0) ** 2
-                sub = code[wr, wc]
-                sub[(pq < 1) & inside[wr, wc]] = _ORGAN
-            for gx, gy, gz, br, bl, bub in body.bowel:
-                qz = ((z - gz) / bl) ** 2
-                if qz < 1:
-                    rz = br * math.sqrt(1 - qz)
-                    disc(gx, gy, rz, _ORGAN, inside)
-                    if 0 < bub < rz:
-                        # Gas floats: the bubble sits at the loop's anterior (upper, supine) side.
-                        disc(gx, gy - rz + bub + 1.0, bub, _GAS, inside)
-            deep = lean < -3.0
-            for gx, gy, gz, gr in body.gas:
-                dzg = z - gz
-                if abs(dzg) < gr:
-                    disc(gx, gy, math.sqrt(gr * gr - dzg * dzg), _GAS, deep)
-
-        # Femoral vessels, anteromedial to each hip, running up medially and posteriorly into the pelvis.
-        for side, dmed, dant, vr in body.vessels:
-            hx, hy = body.head_xy[side]
-            med = 1.0 if side == "right" else -1.0
-            dzv = z - body.head_z[side]
-            up = max(dzv, 0.0)
-            vx = hx + med * (dmed + 0.25 * up) - med * 0.05 * min(dzv, 0.0)
-            vy = hy - dant + 0.3 * up
-            wr, wc = win(vx, vy, vr + 3.0)
-            d2 = (Xc[:, wc] - vx) ** 2 + (Yc[wr, :] - vy) ** 2
-            sub = code[wr, wc]
-            ok = lean[wr, wc] < -1.0
-            inner = (d2 < vr * vr) & ok
-            sub[(d2 < (vr + 1.5) ** 2) & ok & ~inner & (sub == _MUSCLE)] = _FAT
-            sub[inner] = _VESSEL
-
-        # Hip joints: cartilage and capsule fill the joint space around each head.
-        for side in ("right", "left"):
-            hx, hy = body.head_xy[side]
-            dzh = z - body.head_z[side]
-            ra = body.head_radius[side] - 1.0
-            rb = body.head_radius[side] + body.joint_space[side] + 1.0
-            if abs(dzh) < rb:
-                wr, wc = win(hx, hy, rb + 1.0)
-                d2 = (Xc[:, wc] - hx) ** 2 + (Yc[wr, :] - hy) ** 2 + dzh * dzh
-                sub = code[wr, wc]
-                sub[(d2 < rb * rb) & (d2 > ra * ra)] = _CARTILAGE
-
+            _pelvic_cavity(code, lean, z, body, crop, cav_q)
+        _vessels_and_joints(code, lean, z, body, crop)
         # Partial volume at the skin: the body fraction of each voxel.
         fb = np.clip(0.5 - outer / h, 0.0, 1.0)
         out_hu[k, r0:r1, c0:c1] = fb * lut[code] + (1.0 - fb) * bg_hu_c

@@ -131,6 +131,8 @@ def score(pred_path: Path, reference_path: Path, slab_top: dict[str, float | Non
             continue
         keep = (z_world <= top + 0.5 * spacing_zyx[0]) & (z_world >= top - EXTENT_MM)
         pm, rm = (p[keep] == value), (r[keep] == value)
+        if not rm.any():
+            continue  # this reference lacks the side
         m = compare_masks(pm, rm, spacing_zyx)
         m["volume_error_pct"] = 100.0 * (m["volume_pred_ml"] - m["volume_true_ml"]) / m["volume_true_ml"]
         out[side] = m
@@ -148,6 +150,8 @@ def derived_cases(scan_path: Path, reference_path: Path, folder: Path) -> dict[s
     arr = sitk.GetArrayViewFromImage(ref)
     out: dict[str, tuple[Path, dict]] = {}
     tops = [t for t in (head_top_z(ref, 1), head_top_z(ref, 2)) if t is not None]
+    if not tops:
+        return out
     z_world = np.array([scan.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in range(scan.GetSize()[2])])
     above = np.flatnonzero(z_world >= max(tops) + ABOVE_HEAD_MM)
     if above.size >= 10:

@@ -115,3 +115,24 @@ def test_metal_inside_the_femur_is_reported_as_an_implant() -> None:
     hu[stem & fg] = 3000.0
     qc = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95, hu=hu)
     assert qc.metal_ml > 1.0 and qc.verdict == "check" and any(r.startswith("implant") for r in qc.reasons)
+
+
+def test_a_hollow_head_open_to_the_outside_is_still_a_head() -> None:
+    """An osteoporotic head the network left hollow, with a channel to the outside that hole filling cannot close."""
+    p = _world_grid()
+    fg = right_femur()
+    d = np.linalg.norm(p - np.array([100.0, 60.0, 150.0]), axis=-1)
+    fg &= ~((d < 19.0) | ((np.abs(p[..., 1] - 60.0) < 1.5) & (np.abs(p[..., 0] - 100.0) < 1.5) & (p[..., 2] > 150)))
+    qc = _assess(fg)
+    assert qc.head_found and abs(qc.head_radius_mm - 22.0) < 2.0, qc
+    assert qc.verdict == "ok" and qc.shape_side == "right"
+
+
+def test_a_head_cut_by_the_top_of_the_scan_is_checked_not_rejected() -> None:
+    fg = right_femur()
+    top = int(round((150.0 - 10.0) / SPACING))  # the scan ends at the head's centre
+    fg[top + 1:] = False
+    border = np.argwhere(fg)
+    border = border[border[:, 0] == top]
+    qc = _assess(fg, border=border)
+    assert qc.touches_border and qc.verdict == "check", qc.reasons

@@ -253,3 +253,19 @@ def test_sides_rejected_by_qc_are_not_written(tiny_bundles) -> None:
     assert set(err.value.qc) == {"right", "left"}
     assert all(q["verdict"] == "reject" and "femoral head" in q["reasons"][0] for q in err.value.qc.values())
     assert "rejected by quality control" in str(err.value)
+
+
+def test_a_rejected_side_takes_no_voxel_from_the_other(segmenter) -> None:
+    """Both ROIs on the right femur (the one-hip case): the left is rejected by its shape, the right stays whole."""
+    from femurseg.inference.segmenter import _Side
+
+    image, truth = synthetic_hip(seed=18, sides=("right",))
+    right = sitk.GetArrayFromImage(truth) == 1
+    size = np.asarray(image.GetSize())
+    block = np.zeros(3, int), size - 1
+    prob = right.astype(np.float32)
+    sides = [_Side("right", *block, prob=prob.copy()), _Side("left", *block, prob=prob.copy())]
+    mask, _, facts = segmenter._assemble(image, sides, False)
+    assert facts["left"]["qc"]["verdict"] == "reject" and not facts["left"]["present"]
+    assert facts["right"]["present"] and _dice(mask == 1, right) > 0.99
+    assert not (mask == 2).any()

@@ -13,7 +13,8 @@ coordinates:
 - **laterality from shape**: the head is medial of the shaft, so a right femur's head lies at larger world x than
   its shaft (LPS: +x is the patient's left); a mask whose shape says "left" under the right label is the other
   femur seen through the wrong side's region of interest;
-- **metal** inside the mask (HU ≥ ``QCLimits.metal_hu``: a hip stem, screws): reported as ``implant``;
+- **metal** in or within two voxels of the mask (HU ≥ ``QCLimits.metal_hu``: a hip stem, a prosthetic head,
+  screws): reported as ``implant``;
 - a **volume** plausible for the extent (head top to ``femurseg.inference.segmenter.DEFAULT_EXTENT_MM``
   below it: 60–450 mL in adults), the network's **confidence** (mean probability over the mask), and whether the
   mask touches the scan's border (a femur cut by the field of view).
@@ -91,7 +92,7 @@ class SideQC:
         The mask reaches the scan's outermost voxels within ``QCLimits.cut_zone_mm`` of its top: cut by the field of
         view.
     metal_ml : float
-        Volume of metal (HU ≥ ``QCLimits.metal_hu``) inside the mask [mL].
+        Volume of metal (HU ≥ ``QCLimits.metal_hu``) in or within two voxels of the mask [mL].
     """
 
     verdict: str = "ok"
@@ -141,23 +142,35 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
     return centre, radius, resid
 
 
-def _head(fg: np.ndarray, spacing_zyx: np.ndarray, world: np.ndarray, surface: np.ndarray, qc: SideQC,
-          limits: QCLimits) -> None:
-    """Head centre estimate (deepest point near the top), then the sphere fit; fills ``qc``."""
+def _solid(mask: np.ndarray) -> np.ndarray:
+    """``mask`` closed (two 6-connected steps) and filled slice by slice: a head the network left hollow
+    (osteoporotic interior) and open to the outside becomes a ball again."""
     from scipy import ndimage
 
-    z = world[:, 2]
-    top = float(z.max())
-    near = z >= top - 45.0
-    idx = np.argwhere(fg)
-    lo = idx[near].min(axis=0)
-    hi = idx[near].max(axis=0) + 1
-    crop = np.pad(fg[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1)
-    depth = ndimage.distance_transform_edt(crop, sampling=spacing_zyx)[1:-1, 1:-1, 1:-1]
-    local = idx[near] - lo
-    d = depth[tuple(local.T)]
+    out = ndimage.binary_closing(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=2)
+    return np.stack([ndimage.binary_fill_holes(sl) for sl in out])
+
+
+def _head(fg: np.ndarray, spacing_zyx: np.ndarray, to_world, world: np.ndarray, qc: SideQC,  # noqa: ANN001
+          limits: QCLimits) -> None:
+    """Head centre estimate (deepest point of the solid mask near its top), then the sphere fit to the solid
+    mask's surface around it; fills ``qc``."""
+    from scipy import ndimage
+
+    near = world[:, 2] >= float(world[:, 2].max()) - 45.0
+    idx = np.argwhere(fg)[near]
+    pad = 3
+    lo = idx.min(axis=0) - pad
+    crop = np.pad(fg[tuple(slice(a + pad, b + 1) for a, b in zip(lo, idx.max(axis=0)))], pad)
+    solid = _solid(crop)
+    depth = ndimage.distance_transform_edt(solid, sampling=spacing_zyx)
+    inside = np.argwhere(solid)
+    w_inside = to_world(inside + lo)
+    keep = w_inside[:, 2] >= float(world[:, 2].max()) - 45.0
+    d = depth[tuple(inside[keep].T)]
     k = int(np.argmax(d))
-    c0, r0 = world[near][k], float(d[k])
+    c0, r0 = w_inside[keep][k], float(d[k])
+    surface = to_world(np.argwhere(solid & ~ndimage.binary_erosion(solid)) + lo)
     s = surface[np.linalg.norm(surface - c0, axis=1) <= 1.3 * max(r0, 5.0)]
     s = s[s[:, 2] >= c0[2] - 0.25 * r0]
     try:
@@ -205,13 +218,14 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
     voxel_ml = float(np.prod(spacing)) / 1000.0
     qc = SideQC(volume_ml=float(fg.sum()) * voxel_ml, confidence=float(confidence))
     if hu is not None:
-        qc.metal_ml = float(np.count_nonzero(np.asarray(hu)[fg] >= limits.metal_hu)) * voxel_ml
+        # Within two voxels of the mask: a prosthetic head or a stem the network left out still counts.
+        near = ndimage.binary_dilation(fg, iterations=2)
+        qc.metal_ml = float(np.count_nonzero(np.asarray(hu)[near] >= limits.metal_hu)) * voxel_ml
     if fg.sum() >= 20:
         world = to_world(np.argwhere(fg))
         if border_idx is not None and len(border_idx):
             qc.touches_border = bool((to_world(border_idx)[:, 2] >= world[:, 2].max() - limits.cut_zone_mm).any())
-        surface = to_world(np.argwhere(fg & ~ndimage.binary_erosion(fg)))
-        _head(fg, spacing, world, surface, qc, limits)
+        _head(fg, spacing, to_world, world, qc, limits)
         if qc.head_center_xyz_mm is not None:
             c = np.asarray(qc.head_center_xyz_mm)
             below = world[(world[:, 2] <= c[2] - 40.0) & (world[:, 2] >= c[2] - 100.0)]
@@ -219,7 +233,7 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
                 m = below.mean(axis=0)
                 qc.neck_offset_mm = float(np.hypot(m[0] - c[0], m[1] - c[1]))
                 dx = float(c[0] - m[0])
-                if abs(dx) >= 10.0:
+                if abs(dx) >= 10.0 and qc.head_found:  # a side from a head, not from whatever the fit found
                     qc.shape_side = "right" if dx > 0 else "left"
     verdict(qc, side, limits)
     return qc
@@ -228,10 +242,11 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
 def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     """Set ``qc.verdict`` and ``qc.reasons`` from its values and the ``limits`` (default :class:`QCLimits`).
 
-    ``reject``: a speck; confidence below ``confidence[0]``; the shape says the other side; no femoral head in a
-    mask that is not cut by the field of view; no neck offset below a head (a straight bone).
-    ``check``: a head not found in a mask cut by the field of view; a volume outside ``volume_ml``; confidence
-    below ``confidence[1]``; a mask cut by the field of view; an implant (metal inside the mask).
+    ``reject``: a speck; confidence below ``confidence[0]``; the shape says the other side; no femoral head; no
+    neck offset below a head (a straight bone).  The last three only ask for a ``check`` when the mask is cut by the
+    field of view or holds an implant (the head may be out of view or metal).
+    ``check``: a volume outside ``volume_ml``; confidence below ``confidence[1]``; a mask cut by the field of
+    view; an implant (metal in or at the mask).
     """
     lim = limits or QCLimits()
     MIN_VOLUME_ML, CONFIDENCE, VOLUME_ML = lim.min_volume_ml, lim.confidence, lim.volume_ml  # noqa: N806
@@ -243,15 +258,18 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         reject.append(f"network confidence {qc.confidence:.2f} < {CONFIDENCE[0]}")
     elif qc.confidence < CONFIDENCE[1]:
         check.append(f"network confidence {qc.confidence:.2f} < {CONFIDENCE[1]}")
+    # A femur cut by the field of view (or carrying an implant) may lack its head or show it only in part: what
+    # would reject a whole bone only asks for a check then.
+    partial = check if (qc.touches_border or qc.metal_ml >= lim.min_metal_ml) else reject
     if qc.shape_side is not None and qc.shape_side != side:
-        reject.append(f"its shape is a {qc.shape_side} femur (head lateral of the shaft for a {side} one)")
+        partial.append(f"its shape is a {qc.shape_side} femur (head lateral of the shaft for a {side} one)")
     if not qc.head_found:
         what = ("no femoral head (sphere fit: " + (f"radius {qc.head_radius_mm:.1f} mm, residual "
                 f"{qc.head_residual_mm:.1f} mm)" if qc.head_radius_mm is not None else "failed)"))
-        (check if qc.touches_border else reject).append(what)
+        partial.append(what)
     elif qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
-        reject.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
-                      f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
+        partial.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
+                       f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
     if not VOLUME_ML[0] <= qc.volume_ml <= VOLUME_ML[1] and qc.volume_ml >= MIN_VOLUME_ML:
         check.append(f"volume {qc.volume_ml:.0f} mL outside {VOLUME_ML[0]:.0f}–{VOLUME_ML[1]:.0f} mL")
     if qc.touches_border:

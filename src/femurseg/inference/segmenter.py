@@ -33,7 +33,7 @@ from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
 from femurseg.inference.postprocess import clean_femur, largest_component
-from femurseg.inference.qc import QCLimits, SideQC, assess_side
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, verdict
 from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
 )
@@ -76,6 +76,9 @@ BATCH_SIZE: int = 2
 #: Default distal limit of the mask below the top of the femoral head [mm]: the head, neck, trochanters and the
 #: subtrochanteric shaft (CTXA's total hip and the FE models of the proximal femur need about 100 mm).
 DEFAULT_EXTENT_MM: float = 120.0
+#: Values at or below this [HU] are padding (outside the reconstruction circle; air is −1000): an edge of the
+#: field of view inside the array.
+_PADDING_HU: float = -1500.0
 #: How far the region of interest reaches under the distal limit [mm] (the locator's box top is not exact).
 _EXTENT_ROI_SLACK_MM: float = 20.0
 
@@ -89,8 +92,8 @@ class SegmentationResult:
     mask : SimpleITK.Image
         uint8 labels (0 background, 1 right femur, 2 left femur) with exactly the scan's geometry.
     probabilities : SimpleITK.Image or None
-        float32 femur probability (either side) on the scan's grid, 0 outside the regions of interest; only when
-        asked for.
+        float32 femur probability (either side) on the scan's grid, 0 outside the regions of interest of the sides
+        written (a side rejected by QC contributes nothing); only when asked for.
     summary : dict
         JSON-able: per side volume [mL], voxels, bounding boxes, confidence; models; timings [s]; input geometry.
     """
@@ -172,6 +175,7 @@ class _Side:
     hi_xyz: np.ndarray
     prob: np.ndarray  # (Z, Y, X) float32 on the scan's grid over [lo, hi]
     fg: np.ndarray | None = None
+    qc: SideQC | None = None
 
     @property
     def block(self) -> tuple[slice, slice, slice]:
@@ -378,41 +382,39 @@ class Segmenter:
         return _Side(side=box.side, lo_xyz=lo, hi_xyz=hi, prob=sitk.GetArrayFromImage(back))
 
     def _assemble(self, image: sitk.Image, sides: list[_Side], probabilities: bool):
+        """Threshold, clean, cut to the extent and QC each side on its own; then share the voxels that two accepted
+        sides both claim (a rejected side takes nothing from the other); write the mask and the per-side facts."""
         size = image.GetSize()
         mask = np.zeros(size[::-1], np.uint8)
         prob = np.zeros(size[::-1], np.float32) if probabilities else None
-        for s in sides:
-            s.fg = s.prob >= 0.5
-        # Where two ROIs overlap, a voxel belongs to the side that is more sure of it.
-        if len(sides) == 2:
-            a, b = sides
-            lo = np.maximum(a.lo_xyz, b.lo_xyz)
-            hi = np.minimum(a.hi_xyz, b.hi_xyz)
-            if np.all(hi >= lo):
-                ia = tuple(slice(int(lo[k] - a.lo_xyz[k]), int(hi[k] - a.lo_xyz[k]) + 1) for k in (2, 1, 0))
-                ib = tuple(slice(int(lo[k] - b.lo_xyz[k]), int(hi[k] - b.lo_xyz[k]) + 1) for k in (2, 1, 0))
-                pa, pb = a.prob[ia], b.prob[ib]
-                a.fg[ia] &= pa >= pb
-                b.fg[ib] &= pb > pa
         facts: dict[str, dict[str, Any]] = {side: {"present": False, "label": v} for side, v in FEMUR_LABELS.items()}
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+        accepted: list[_Side] = []
         for s in sides:
-            fg = clean_femur(s.fg)
+            fg = clean_femur(s.prob >= 0.5)
             if self.extent_mm is not None and fg.any():
                 fg = _cut_extent(fg, image, s.lo_xyz, self.extent_mm)
+            s.fg, s.qc = fg, _side_qc(image, s, fg, self.qc_limits)
+            if s.qc.verdict == "reject":
+                facts[s.side]["qc"] = s.qc.to_dict()
+            else:
+                accepted.append(s)
+        if len(accepted) == 2:
+            _share_overlap(*accepted)
+        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+        for s in accepted:
             label = FEMUR_LABELS[s.side]
             view = mask[s.block]
-            fg &= view == 0
-            qc = _side_qc(image, s, fg, self.qc_limits)
-            if qc.verdict == "reject":
+            fg = s.fg & (view == 0)
+            n = int(fg.sum())
+            qc = s.qc
+            qc.volume_ml, qc.confidence = n * voxel_ml, float(s.prob[fg].mean()) if n else 0.0
+            verdict(qc, s.side, self.qc_limits)  # the shared voxels changed the volume and confidence
+            if qc.verdict == "reject" or n == 0:
                 facts[s.side]["qc"] = qc.to_dict()
                 continue
             view[fg] = label
-            if prob is not None:
+            if prob is not None:  # the probability map holds the written sides only, as the mask
                 np.maximum(prob[s.block], s.prob, out=prob[s.block])
-            n = int(fg.sum())
-            if n == 0:
-                continue
             idx = [np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
             start_xyz = [int(s.lo_xyz[k] + idx[2 - k][0]) for k in range(3)]
             end_xyz = [int(s.lo_xyz[k] + idx[2 - k][-1]) for k in range(3)]
@@ -458,6 +460,22 @@ class Segmenter:
         }
 
 
+def _share_overlap(a: _Side, b: _Side) -> None:
+    """Where two sides' blocks overlap, a voxel stays with the side that is more sure of it; each keeps its largest
+    piece."""
+    lo = np.maximum(a.lo_xyz, b.lo_xyz)
+    hi = np.minimum(a.hi_xyz, b.hi_xyz)
+    if np.any(hi < lo):
+        return
+    ia = tuple(slice(int(lo[k] - a.lo_xyz[k]), int(hi[k] - a.lo_xyz[k]) + 1) for k in (2, 1, 0))
+    ib = tuple(slice(int(lo[k] - b.lo_xyz[k]), int(hi[k] - b.lo_xyz[k]) + 1) for k in (2, 1, 0))
+    pa, pb = a.prob[ia], b.prob[ib]
+    both = a.fg[ia] & b.fg[ib]
+    a.fg[ia] &= ~both | (pa >= pb)
+    b.fg[ib] &= ~both | (pb > pa)
+    a.fg, b.fg = largest_component(a.fg), largest_component(b.fg)
+
+
 def _block_world(image: sitk.Image, lo_xyz: np.ndarray):  # noqa: ANN202
     """A function mapping (N, 3) block indices (z, y, x) of a block starting at ``lo_xyz`` to world points [mm]."""
     spacing = np.asarray(image.GetSpacing(), float)
@@ -496,9 +514,14 @@ def _side_qc(image: sitk.Image, s: _Side, fg: np.ndarray, limits: QCLimits) -> S
         if s.hi_xyz[k] == size[k] - 1:
             first[axis] = -1
             edge[tuple(first)] = True
+    hu = sitk.GetArrayViewFromImage(image)[s.block]
+    padding = hu <= _PADDING_HU
+    if padding.any():  # outside the reconstruction circle: the field of view's edge inside the array
+        from scipy import ndimage
+
+        edge |= ndimage.binary_dilation(padding)
     confidence = float(s.prob[fg].mean()) if fg.any() else 0.0
     spacing_zyx = tuple(float(v) for v in image.GetSpacing()[::-1])
-    hu = sitk.GetArrayViewFromImage(image)[s.block]
     return assess_side(fg, _block_world(image, s.lo_xyz), spacing_zyx=spacing_zyx, side=s.side,
                        confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits, hu=hu)
 

@@ -309,7 +309,8 @@ def _dice(a: str, b: str) -> dict:
     import numpy as np
     import SimpleITK as sitk
 
-    x, y = sitk.GetArrayViewFromImage(sitk.ReadImage(a)), sitk.GetArrayViewFromImage(sitk.ReadImage(b))
+    ia, ib = sitk.ReadImage(a), sitk.ReadImage(b)  # kept alive: a view of a temporary image dangles
+    x, y = sitk.GetArrayViewFromImage(ia), sitk.GetArrayViewFromImage(ib)
     out = {}
     for side, v in (("right", 1), ("left", 2)):
         p, q = x == v, y == v

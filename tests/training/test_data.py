@@ -145,3 +145,16 @@ def test_an_all_zero_label_map_is_a_negative_case(tmp_path: Path) -> None:
     assert vol.side == "both" and not np.asarray(vol.target).any() and len(vol.foreground) == 0
     fem = Preprocessing(task="femur", target_spacing_zyx=(1.5, 1.5, 2.0), patch_size_zyx=(8, 8, 8))
     assert prepare_volumes(find_cases(root), preprocessing=fem, context_mm=0.0) == []
+
+
+def test_several_folders_train_together_with_prefixed_ids(tmp_path: Path) -> None:
+    a = write_cohort(tmp_path / "phys", 2)
+    b = write_cohort(tmp_path / "real", 1)
+    records = find_cases([a, b])
+    assert [r.case_id for r in records] == ["phys_case000", "phys_case001", "real_case000"]
+    assert records[2].image.parent.parent == b
+    assert [r.case_id for r in find_cases([a])] == ["case000", "case001"]
+    (tmp_path / "x").mkdir()
+    c = write_cohort(tmp_path / "x" / "phys", 1)
+    with pytest.raises(InputError, match="collide"):
+        find_cases([a, c])

@@ -80,3 +80,23 @@ def test_normalize_and_crop() -> None:
     out = crop_padded(a, (-1, 1, 2), (3, 3, 3), fill=-7)
     assert out[0].tolist() == [[-7] * 3] * 3
     assert out[1, 0, 0] == a[0, 1, 2] and out[1, 0, 1] == -7 and out[1, 2, 0] == -7
+
+
+def test_resample_labels_reads_no_view_of_a_temporary(monkeypatch) -> None:
+    """Regression: the label fractions were read through a view of a freed temporary image, so locator targets
+    held random labels now and then (a negative case came out with femur voxels)."""
+    import SimpleITK as sitk
+
+    from femurseg.geometry import Grid
+    from femurseg.models.preprocessing import resample_labels
+
+    def no_view(image):  # noqa: ANN001, ANN202
+        raise AssertionError("GetArrayViewFromImage of a temporary image dangles once the image is freed")
+
+    monkeypatch.setattr(sitk, "GetArrayViewFromImage", no_view)
+    labels = sitk.Image(40, 30, 20, sitk.sitkUInt8)
+    labels.SetSpacing((1.5, 1.5, 2.0))
+    labels[10:20, 10:20, 5:15] = 1
+    grid = Grid(shape_zyx=(12, 14, 18), spacing_zyx=(4.0, 4.0, 4.0), origin_xyz=(0.0, 0.0, 0.0))
+    out = resample_labels(labels, grid, values=(1, 2))
+    assert out.any() and set(np.unique(out)) <= {0, 1}

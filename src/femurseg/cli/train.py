@@ -1,4 +1,4 @@
-"""``femurseg train DATA_DIR -o RUN_DIR``: train a V-Net on a labelled cohort and export a model bundle."""
+"""``femurseg train DATA_DIR [DATA_DIR ...] -o RUN_DIR``: train a V-Net on labelled cohorts and export a model bundle."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "femurseg.training.distributed DATA_DIR -o RUN_DIR ..."
         ),
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="cohort folder or nnU-Net raw dataset")
+    parser.add_argument("data_dir", metavar="DATA_DIR", nargs="+",
+                        help="cohort folder or nnU-Net raw dataset; several train together (case ids then "
+                        "<folder>_<case>)")
     parser.add_argument("-o", "--output", metavar="RUN_DIR", required=True, help="run folder (new, or with --resume)")
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="training configuration JSON (a TrainConfig, or a run's config.json); default: the built-in "
@@ -35,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     from femurseg.errors import InputError
 
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        raise InputError(f"{data_dir}: no such folder; give a cohort folder (images/, labels/) or an nnU-Net dataset")
+    data_dirs = [Path(d) for d in args.data_dir]
+    for data_dir in data_dirs:
+        if not data_dir.is_dir():
+            raise InputError(f"{data_dir}: no such folder; give a cohort folder (images/, labels/) or an nnU-Net dataset")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
 
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         config = config.with_(device=args.device)
     if args.steps:
         config = config.with_(steps=args.steps)
-    bundle = fit(config, data_dir=data_dir, run_dir=run_dir, resume=args.resume, progress=True)
+    bundle = fit(config, data_dir=data_dirs[0] if len(data_dirs) == 1 else data_dirs, run_dir=run_dir,
+                 resume=args.resume, progress=True)
 
     import json
 

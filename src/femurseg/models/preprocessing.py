@@ -237,7 +237,8 @@ def resample_labels(labels: "sitk.Image", grid: Grid, *, values: Sequence[int]) 
     out = np.zeros(grid.shape_zyx, np.uint8)
     for v in values:
         m = sitk.Cast(sitk.Equal(labels, int(v)), sitk.sitkFloat32)
-        frac = sitk.GetArrayViewFromImage(
+        # GetArrayFromImage, not a view: a view of the temporary resampled image would dangle once it is freed.
+        frac = sitk.GetArrayFromImage(
             sitk.Resample(m, _reference(grid), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         )
         take = (frac >= 0.5) & (frac > best)

@@ -106,15 +106,30 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     return out
 
 
-def find_cases(data_dir: str | Path) -> list[CaseRecord]:
+def find_cases(data_dir: str | Path | Sequence[str | Path]) -> list[CaseRecord]:
     """The labelled cases of a cohort folder or an nnU-Net raw dataset, sorted by case id.
+
+    Several folders train together (e.g. phantom, real-anatomy and negative cohorts): their case ids are then
+    prefixed with the folder's name, ``<folder>_<case>``, so they cannot collide.
 
     Raises
     ------
     InputError
         Missing folder, unknown layout, no cases, an image without a label, a cohort.csv case without files,
-        a dataset.json without a femur label.
+        a dataset.json without a femur label, two folders of the same name.
     """
+    if not isinstance(data_dir, (str, Path)):
+        from dataclasses import replace
+
+        roots = [Path(d) for d in data_dir]
+        if len(roots) == 1:
+            return find_cases(roots[0])
+        names = [r.name for r in roots]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InputError(f"two data folders named {', '.join(twice)}: case ids would collide; rename one")
+        out = [replace(r, case_id=f"{name}_{r.case_id}") for root, name in zip(roots, names) for r in find_cases(root)]
+        return sorted(out, key=lambda r: r.case_id)
     root = Path(data_dir)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder; give a cohort folder (images/, labels/) or an nnU-Net dataset")

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from femurseg.training.trainer import fit
 
     parser = argparse.ArgumentParser(prog="femurseg.training.distributed", description="Data-parallel training (under torchrun).")
-    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("data_dir", type=Path, nargs="+")
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true")
@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config.with_(device=args.device)
         if args.steps:
             config = config.with_(steps=args.steps)
-        fit(config, data_dir=args.data_dir, run_dir=args.output, resume=args.resume, progress=_env_int("RANK", 0) == 0)
+        data_dir = args.data_dir[0] if len(args.data_dir) == 1 else args.data_dir
+        fit(config, data_dir=data_dir, run_dir=args.output, resume=args.resume, progress=_env_int("RANK", 0) == 0)
     except FemursegError as err:
         print(f"femurseg: error: {err}", file=sys.stderr)
         return err.exit_code

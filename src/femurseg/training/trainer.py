@@ -190,7 +190,7 @@ def validate(
 # The run
 
 
-def _run_meta(config: TrainConfig, *, data_dir: Path, dist_info: DistInfo, device: torch.device, train_ids, val_ids) -> dict:
+def _run_meta(config: TrainConfig, *, data_dir: Path | list[Path], dist_info: DistInfo, device: torch.device, train_ids, val_ids) -> dict:
     import monai
 
     from femurseg import __version__
@@ -199,7 +199,8 @@ def _run_meta(config: TrainConfig, *, data_dir: Path, dist_info: DistInfo, devic
         "femurseg_version": __version__,
         "seed": config.seed,
         "config": to_dict(config),
-        "data_dir": str(Path(data_dir).resolve()),
+        "data_dir": (str(Path(data_dir).resolve()) if isinstance(data_dir, Path)
+                     else [str(Path(d).resolve()) for d in data_dir]),
         "device": str(device),
         "world_size": dist_info.world_size,
         "torch_version": torch.__version__,
@@ -279,7 +280,7 @@ def _worker_init(_: int) -> None:
 def fit(
     config: TrainConfig,
     *,
-    data_dir: str | Path,
+    data_dir: str | Path | Sequence[str | Path],
     run_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
@@ -290,9 +291,9 @@ def fit(
     ----------
     config : TrainConfig
         The recipe (network, preprocessing, loss, optimiser, schedule, augmentation, seed, device).
-    data_dir : path
+    data_dir : path or sequence of paths
         A cohort folder (images/, labels/, cohort.csv) or an nnU-Net raw dataset (dataset.json, imagesTr/,
-        labelsTr/); see :func:`femurseg.training.data.find_cases`.
+        labelsTr/), or several (case ids then ``<folder>_<case>``); see :func:`femurseg.training.data.find_cases`.
     run_dir : path
         The run folder (created; must be new or empty unless ``resume``).
     resume : bool
@@ -320,7 +321,8 @@ def fit(
     from femurseg.models.vnet import build_vnet
     from femurseg.training.loss import CompoundLoss, param_groups
 
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    data_dir = Path(data_dir) if isinstance(data_dir, (str, Path)) else [Path(d) for d in data_dir]
+    run_dir = Path(run_dir)
     want = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist_info = init_distributed("cuda" if want == "cuda" else "cpu")
     try:
@@ -375,7 +377,7 @@ def fit(
         train_vol = [v for v in volumes if v.case_id not in val_ids]
         val_vol = [v for v in volumes if v.case_id in val_ids]
         if not train_vol:
-            raise InputError(f"{data_dir}: no femur in the training cases")
+            raise InputError(f"{data_dir}: no volume to train on in the training cases (no femur)")
         log.info("training on %d cases (%d volumes), validating on %d cases; device %s, %d rank(s)",
                  len(train_rec), len(train_vol), len(val_rec), device, dist_info.world_size)
 

@@ -72,3 +72,21 @@ def test_rename_failure_removes_placed_data_file(tmp_path: Path, monkeypatch: py
     with pytest.raises(InputError, match="Permission denied"):
         write_image(_image(), tmp_path / "scan.mhd")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["mask.nii.gz", "mask.nii", "mask.nrrd", "mask.mhd"])
+def test_a_silent_short_write_is_caught_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          name: str) -> None:
+    """A full disk under the NIfTI writer: a truncated file and NO error; it must not become the output."""
+    real_write = sitk.WriteImage
+
+    def short_write(image: sitk.Image, path: str, useCompression: bool = False) -> None:
+        real_write(image, path, useCompression=useCompression)
+        data = max(Path(path).parent.iterdir(), key=lambda p: p.stat().st_size)  # the file holding the voxels
+        with open(data, "r+b") as fh:
+            fh.truncate(data.stat().st_size * 2 // 3)
+
+    monkeypatch.setattr(write_module.sitk, "WriteImage", short_write)
+    with pytest.raises(InputError, match="disk full"):
+        write_image(_image(), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,8 @@
 """Write an image atomically: to a temporary name in the destination folder, then ``os.replace``.
 
-A reader never sees a half-written file, and a failed write leaves nothing at the destination.
+A reader never sees a half-written file, and a failed write leaves nothing at the destination.  Before the
+rename the staged file is flushed and read back whole: some writers (NIfTI) do not report a short write on a full
+disk, and a truncated file must never take the destination's name.
 """
 
 from __future__ import annotations
@@ -44,6 +46,25 @@ def _with_reference(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     out.SetOrigin(reference.GetOrigin())
     out.SetDirection(reference.GetDirection())
     return out
+
+
+def _verify_staged(staging: Path, staged: Path, image: sitk.Image, path: Path) -> None:
+    """Flush the staged files to disk and read the image back whole: a short write (a full disk, which the NIfTI
+    writer does not report) fails here, before anything takes the destination's name."""
+    for item in staging.iterdir():
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        back = sitk.ReadImage(str(staged))
+    except RuntimeError:
+        back = None
+    if back is None or back.GetSize() != image.GetSize() or back.GetPixelID() != image.GetPixelID():
+        raise InputError(f"cannot write {path}: the written file does not read back whole (is the disk full?)")
+    if sitk.GetArrayViewFromImage(back).tobytes() != sitk.GetArrayViewFromImage(image).tobytes():
+        raise InputError(f"cannot write {path}: the written file does not read back as written (is the disk full?)")
 
 
 def write_image(
@@ -110,6 +131,7 @@ def write_image(
             raise InputError(f"cannot write {path}: {lines[-1] if lines else 'unknown error'}") from None
         if not staged.is_file():
             raise InputError(f"cannot write {path}: the image writer produced no file")
+        _verify_staged(staging, staged, image, path)
         # Data files (.raw/.zraw of a .mhd) first, the file that names them last, so the header never points
         # at a missing file.
         companions = sorted(p for p in staging.iterdir() if p != staged)

@@ -215,3 +215,32 @@ def test_dicom_series_to_dicom_seg(tmp_path, capsys, bundles) -> None:
                                                   segment_numbers=[1, 2], combine_segments=True,
                                                   skip_overlap_checks=True)[0]
         np.testing.assert_array_equal(frame, labels[k])
+
+
+def _bytes_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_no_output_may_be_an_input(tmp_path, capsys, bundles) -> None:
+    """Issue 10, item 2: with or without --overwrite, an input is never written over."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    image, _ = synthetic_hip(seed=33)
+    sitk.WriteImage(image, str(scans / "hip.nii.gz"))
+    sitk.WriteImage(image, str(scans / "m_probabilities.nii.gz"))
+    before = _bytes_of(tmp_path)
+    attempts = [
+        ["segment", str(scans / "hip.nii.gz"), "-o", str(scans / "hip.nii.gz"), "--overwrite"],
+        ["segment", str(scans / "m_probabilities.nii.gz"), "-o", str(scans / "m.nii.gz"), "--probabilities",
+         "--overwrite"],
+        ["segment", str(scans), "-o", str(scans), "--overwrite"],
+        ["segment", str(scans / "hip.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--summary",
+         str(scans / "hip.nii.gz"), "--overwrite"],
+    ]
+    (tmp_path / "list.csv").write_text("case_id,path\n../scans/hip,scans/hip.nii.gz\n", encoding="utf-8")
+    attempts.append(["segment", str(tmp_path / "list.csv"), "-o", str(tmp_path / "out")])
+    for argv in attempts:
+        assert main([*argv, *bundles]) == 2, argv
+        err = _one_error_line(capsys)
+        assert "input" in err or "plain name" in err, err
+        assert _bytes_of(tmp_path) == {**before, "list.csv": (tmp_path / "list.csv").read_bytes()}

@@ -81,7 +81,11 @@ def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
                 scan = scan if scan.is_absolute() else p.parent / scan
                 if not scan.exists():
                     raise InputError(f"{p}, line {i}: {scan}: no such file or folder")
-                cases.append(((row.get("case_id") or "").strip() or _case_name(scan), scan))
+                case_id = (row.get("case_id") or "").strip()
+                if case_id and (case_id in (".", "..") or any(c in case_id for c in "/\\\0") or case_id.startswith(".")):
+                    raise InputError(f"{p}, line {i}: case_id {case_id!r} must be a plain name (no folders, no "
+                                     "leading dot): it names the output files")
+                cases.append((case_id or _case_name(scan), scan))
             return _unique(cases), True
         if p.is_dir():
             files = _scan_files(p)
@@ -109,6 +113,36 @@ def _probability_path(mask_path: Path) -> Path:
     if ending is None:  # a DICOM SEG output: probabilities go to NIfTI beside it
         return mask_path.with_name(mask_path.stem + "_probabilities.nii.gz")
     return mask_path.with_name(mask_path.name[: -len(ending)] + "_probabilities" + ending)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _refuse_outputs_on_inputs(cases: list[tuple[str, Path]], output: Path, batch: bool, probabilities: bool,
+                              summary: Path | None) -> None:
+    """No output may be an input (or lie inside an input DICOM folder), with or without --overwrite."""
+    from femurseg.errors import InputError
+
+    if batch:
+        planned = [output / f"{name}.nii.gz" for name, _ in cases] + [output / "summary.csv", output / "summary.json"]
+        if probabilities:
+            planned += [output / f"{name}_probabilities.nii.gz" for name, _ in cases]
+    else:
+        planned = [output] + ([_probability_path(output)] if probabilities else [])
+    planned += [summary] if summary is not None else []
+    if batch and any(_same(output, source.parent) for _, source in cases if source.is_file()):
+        raise InputError(f"{output} holds input scans; write the masks to another folder (they would be read as "
+                         "scans by the next run)")
+    for target in planned:
+        for _, source in cases:
+            inside = source.is_dir() and target.resolve().parent == source.resolve()
+            if _same(target, source) or inside:
+                raise InputError(f"{target} would {'be written into the input folder' if inside else 'overwrite the input'}"
+                                 f" {source}; choose another output")
 
 
 def _check_single_output(output: Path, source: Path, overwrite: bool, probabilities: bool, summary: Path | None) -> None:
@@ -166,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{summary_path} exists; pass --overwrite to replace it")
     else:
         _check_single_output(output, cases[0][1], args.overwrite, args.probabilities, summary_path)
+
+    _refuse_outputs_on_inputs(cases, output, batch, args.probabilities, summary_path)
 
     from femurseg.inference import Segmenter
     from femurseg.io import write_image

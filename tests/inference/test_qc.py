@@ -130,9 +130,22 @@ def test_a_hollow_head_open_to_the_outside_is_still_a_head() -> None:
 
 def test_a_head_cut_by_the_top_of_the_scan_is_checked_not_rejected() -> None:
     fg = right_femur()
-    top = int(round((150.0 - 10.0) / SPACING))  # the scan ends at the head's centre
+    top = int(round((150.0 + 10.0 - 10.0) / SPACING))  # the scan ends 10 mm above the head centre
     fg[top + 1:] = False
     border = np.argwhere(fg)
     border = border[border[:, 0] == top]
     qc = _assess(fg, border=border)
     assert qc.touches_border and qc.verdict == "check", qc.reasons
+
+
+def test_a_ball_without_a_femur_below_and_a_cut_straight_bone_are_rejected() -> None:
+    """What the QC table of benchmarks/real_ct.py showed: an iliac-wing blob above the hips, a tibia through the scan."""
+    p = _world_grid()
+    ball = np.linalg.norm(p - np.array([80.0, 60.0, 150.0]), axis=-1) <= 22.0
+    qc = _assess(ball)
+    assert qc.head_found and qc.neck_offset_mm is None and qc.verdict == "reject"
+    rod = _capsule(p, (80, 60, 200), (80, 60, 0), 13.0)  # leaves the scan at the top and the bottom
+    idx = np.argwhere(rod)
+    border = idx[(idx[:, 0] == 0) | (idx[:, 0] == SHAPE_ZYX[0] - 1)]
+    qc = _assess(rod, border=border)
+    assert qc.touches_border and qc.verdict == "reject" and any("neck" in r for r in qc.reasons)

@@ -35,7 +35,9 @@ class QCLimits:
     Attributes
     ----------
     head_radius_mm : (2,) tuple of float
-        Plausible femoral head radius [mm] (adult heads: diameter 38–58 mm; margins for mask error).
+        Plausible femoral head radius [mm] (adult heads: diameter 38–58 mm; margins for mask error).  On
+        ``pelvicref_005`` true heads fit 23.9–24.4 mm; false detections (iliac wing, a hip seen through the other
+        side's ROI, humeri, tibiae) 10.9–14.3 mm.
     head_residual_mm : float
         Largest RMS residual of the head's sphere fit [mm] for a head to count as found.
     min_neck_offset_mm : float
@@ -55,7 +57,7 @@ class QCLimits:
         shaft leaving the scan distally is the normal hip scan).
     """
 
-    head_radius_mm: tuple[float, float] = (14.0, 34.0)
+    head_radius_mm: tuple[float, float] = (17.0, 34.0)
     head_residual_mm: float = 2.5
     min_neck_offset_mm: float = 15.0
     volume_ml: tuple[float, float] = (60.0, 450.0)
@@ -242,9 +244,10 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
 def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     """Set ``qc.verdict`` and ``qc.reasons`` from its values and the ``limits`` (default :class:`QCLimits`).
 
-    ``reject``: a speck; confidence below ``confidence[0]``; the shape says the other side; no femoral head; no
-    neck offset below a head (a straight bone).  The last three only ask for a ``check`` when the mask is cut by the
-    field of view or holds an implant (the head may be out of view or metal).
+    ``reject``: a speck; confidence below ``confidence[0]``; a measured neck offset below the minimum (a straight
+    bone, even when cut by the field of view); the shape says the other side; no femoral head; a head with no bone
+    40 mm under its centre.  The last three only ask for a ``check`` when the mask is cut by the field of view or
+    holds an implant (the head may be out of view or metal).
     ``check``: a volume outside ``volume_ml``; confidence below ``confidence[1]``; a mask cut by the field of
     view; an implant (metal in or at the mask).
     """
@@ -267,9 +270,12 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         what = ("no femoral head (sphere fit: " + (f"radius {qc.head_radius_mm:.1f} mm, residual "
                 f"{qc.head_residual_mm:.1f} mm)" if qc.head_radius_mm is not None else "failed)"))
         partial.append(what)
-    elif qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
-        partial.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
-                       f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
+    if qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
+        # Measured, a straight bone is straight whatever cuts it (arms and legs run through the whole scan).
+        reject.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
+                      f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
+    elif qc.head_found and qc.neck_offset_mm is None:
+        partial.append("no femur below the head (the mask ends within 40 mm under the head's centre)")
     if not VOLUME_ML[0] <= qc.volume_ml <= VOLUME_ML[1] and qc.volume_ml >= MIN_VOLUME_ML:
         check.append(f"volume {qc.volume_ml:.0f} mL outside {VOLUME_ML[0]:.0f}–{VOLUME_ML[1]:.0f} mL")
     if qc.touches_border:

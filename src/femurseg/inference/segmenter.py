@@ -332,30 +332,48 @@ class Segmenter:
         """
         return 2.0 * max(self.locator_bundle.preprocessing.target_spacing_zyx)
 
-    def _segment_side(self, image: sitk.Image, box: FemurBox, timings: dict[str, Any],
-                      rois: dict[str, Any]) -> _Side | None:
+    def _infer_roi(self, image: sitk.Image, side: str, lower_xyz: np.ndarray, upper_xyz: np.ndarray,
+                   t: dict[str, float]) -> tuple[Grid, np.ndarray, WindowOptions]:
+        """The fine model's femur probability over the ROI of a world box: (grid, (Z, Y, X) float32, windows)."""
         pre = self.model_bundle.preprocessing
-        t: dict[str, float] = {}
         t0 = time.perf_counter()
-        lower = np.asarray(box.lower_xyz, float).copy()
-        if self.extent_mm is not None:
-            lower[2] = max(lower[2], float(box.upper_xyz[2]) - self.extent_mm - _EXTENT_ROI_SLACK_MM)
-        grid = roi_grid(lower, box.upper_xyz, spacing_zyx=pre.target_spacing_zyx,
+        grid = roi_grid(lower_xyz, upper_xyz, spacing_zyx=pre.target_spacing_zyx,
                         margin_mm=pre.roi_margin_mm + self.locator_uncertainty_mm, min_shape_zyx=pre.patch_size_zyx)
         x = normalize_hu(resample_image(image, grid, fill_hu=pre.hu_window[0]), hu_window=pre.hu_window)
-        mirrored = box.side == "left" and pre.mirror_left
+        mirrored = side == "left" and pre.mirror_left
         if mirrored:
             x = mirror_x(x)
-        x_shape = tuple(int(n) for n in x.shape)
-        t["resample"] = time.perf_counter() - t0
-
+        t["resample"] = t.get("resample", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         options = self._roi_options(x.shape)
         fg = sliding_window_probabilities(self._model, x, options=options, device=self.device)[1]
         del x
         if mirrored:
             fg = mirror_x(fg)
-        t["infer"] = time.perf_counter() - t0
+        t["infer"] = t.get("infer", 0.0) + time.perf_counter() - t0
+        return grid, fg, options
+
+    def _segment_side(self, image: sitk.Image, box: FemurBox, timings: dict[str, Any],
+                      rois: dict[str, Any]) -> _Side | None:
+        t: dict[str, float] = {}
+        lower = np.asarray(box.lower_xyz, float).copy()
+        if self.extent_mm is not None:
+            lower[2] = max(lower[2], float(box.upper_xyz[2]) - self.extent_mm - _EXTENT_ROI_SLACK_MM)
+        grid, fg, options = self._infer_roi(image, box.side, lower, box.upper_xyz, t)
+        if self.extent_mm is not None and lower[2] > float(box.lower_xyz[2]):
+            # The ROI stopped under the LOCATED top; if the femur's top (from the fine model) lies lower (the
+            # locator's box reached into the pelvis), the ROI is run again down to the true extent.
+            zs = np.flatnonzero(largest_component(fg >= 0.5).any(axis=(1, 2)))  # the femur, not specks above it
+            if zs.size:
+                top = grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0]  # identity-direction LPS grid
+                need = max(float(box.lower_xyz[2]), top - self.extent_mm - _EXTENT_ROI_SLACK_MM)
+                if grid.origin_xyz[2] > top - self.extent_mm and need < lower[2]:  # the ROI ends above the cut
+                    lower[2] = need
+                    upper = np.asarray(box.upper_xyz, float).copy()
+                    upper[2] = min(upper[2], top + _EXTENT_ROI_SLACK_MM)
+                    grid, fg, options = self._infer_roi(image, box.side, lower, upper, t)
+                    t["extended_roi"] = 1.0
+        x_shape = tuple(int(n) for n in fg.shape)
         n_windows = 1
         for size, patch in zip(x_shape, options.patch_size_zyx):
             n_windows *= len(window_starts(max(size, patch), patch, options.overlap))

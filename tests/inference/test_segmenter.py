@@ -225,12 +225,12 @@ def test_extent_cuts_the_mask_below_the_head_top(tiny_bundles) -> None:
 
     image, _ = synthetic_hip(seed=16)
     full = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=None)
-    short = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=40.0)
+    short = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=60.0)
     m_full, m_short = full.segment(image), short.segment(image)
     for value in (1, 2):
-        assert _world_z_extent(m_full.mask, value) > 80.0
-        assert _world_z_extent(m_short.mask, value) <= 40.0 + 2.0
-    assert m_short.summary["settings"]["extent_mm"] == 40.0
+        assert _world_z_extent(m_full.mask, value) > 70.0  # the whole femur in view: 76 mm
+        assert _world_z_extent(m_short.mask, value) <= 60.0 + 2.0
+    assert m_short.summary["settings"]["extent_mm"] == 60.0
     assert m_short.summary["timings_s"]["right"]["infer"] > 0
     with pytest.raises(InputError):
         Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=5.0)

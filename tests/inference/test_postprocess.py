@@ -44,3 +44,19 @@ def test_clean_femur_combines_both() -> None:
     speck = _ball(shape, (3, 3, 3), 1)
     out = clean_femur(femur | speck)
     np.testing.assert_array_equal(out, _ball(shape, (20, 20, 20), 12))
+
+
+def test_enclosed_metal_joins_the_mask_and_outside_metal_does_not() -> None:
+    from femurseg.inference.postprocess import include_enclosed_metal
+
+    mask = np.zeros((5, 40, 40), bool)
+    yy, xx = np.mgrid[0:40, 0:40]
+    ring = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 100) & ((yy - 20) ** 2 + (xx - 20) ** 2 > 16)
+    mask[:] = ring
+    hu = np.full(mask.shape, 500.0)
+    hu[:, 18:23, 18:23] = 3000.0  # a stem in the canal
+    hu[:, 2:5, 2:5] = 3000.0  # metal outside the femur
+    out = include_enclosed_metal(mask, hu, 2500.0)
+    assert out[:, 20, 20].all() and out[:, 17, 20].all()  # the whole canal around the stem joins
+    assert not out[:, 3, 3].any()
+    np.testing.assert_array_equal(include_enclosed_metal(mask, np.full(mask.shape, 500.0), 2500.0), mask)

@@ -117,7 +117,7 @@ def _scan(dz: float, thickness: float, sigma: float = 0.0) -> ct.ScanParams:
 
 
 @pytest.mark.parametrize("dz", [1.0, 2.0, 3.0])
-def test_partial_volume_keeps_volume_and_labels_half_inside(dz: float) -> None:
+def test_partial_volume_keeps_volume_and_labels_what_the_scanner_shows(dz: float) -> None:
     grid = Grid(shape_zyx=(int(64 / dz), 64, 64), spacing_zyx=(dz, 1.0, 1.0), origin_xyz=(-32.0, -32.0, -32.0))
     radius = 20.3
     sk = _SphereSkeleton((0.37, -0.21, 0.5), radius, cortex=2.0)
@@ -126,15 +126,19 @@ def test_partial_volume_keeps_volume_and_labels_half_inside(dz: float) -> None:
     vol = 4 / 3 * math.pi * radius**3
     voxel = dz
     assert out.occupancy.sum() * voxel == pytest.approx(vol, rel=0.01)
+    # The label takes the voxels the scanner shows at least a quarter full (FEMUR_LABEL_FRACTION): more than the
+    # true volume, by less than a millimetre's shell.
     n_label = int((out.labels == RIGHT_FEMUR).sum())
-    assert n_label * voxel == pytest.approx(vol, rel=0.04)
+    assert vol * 1.01 < n_label * voxel < 4 / 3 * math.pi * (radius + 1.0) ** 3
     assert not (out.labels == LEFT_FEMUR).any()
-    # Voxels whose centre is deep inside are labelled; those clearly outside are not.
+    # Voxels whose centre is inside are labelled; those clearly outside are not.
     w = grid.world_coordinates()
     d = np.linalg.norm(w - sk.c, axis=-1) - radius
-    assert out.labels[d < -dz].all() and not out.labels[d > dz].any()
+    assert out.labels[d < 0].all() and not out.labels[d > dz + 0.5].any()
+    # Tissue classes go by majority: every femur tissue voxel is labelled, the label's rim is not all tissue.
     femur_tissue = np.isin(out.tissues, [TISSUES["femur_cortical"], TISSUES["femur_trabecular"], TISSUES["marrow"]])
-    np.testing.assert_array_equal(femur_tissue, out.labels > 0)
+    assert not (femur_tissue & (out.labels == 0)).any()
+    assert (out.labels > 0).sum() > femur_tissue.sum()
 
 
 def test_cortex_and_trabecular_hu_from_calibration() -> None:

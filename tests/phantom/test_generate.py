@@ -69,7 +69,10 @@ def test_tissue_map_agrees_with_labels(case) -> None:
     labels = array_of(case.labels)
     tissues = array_of(case.tissues)
     femur = np.isin(tissues, [TISSUES["femur_cortical"], TISSUES["femur_trabecular"], TISSUES["marrow"]])
-    np.testing.assert_array_equal(femur, labels > 0)
+    # Tissue classes go by majority, the label also takes the partly filled rim the scanner shows (conventions.
+    # FEMUR_LABEL_FRACTION): every femur tissue voxel is labelled, and the rim is a thin shell.
+    assert not (femur & (labels == 0)).any()
+    assert 0 < (labels > 0).sum() - femur.sum() < 0.2 * femur.sum()
     present = set(np.unique(tissues).tolist())
     for name in ("air", "fat", "muscle", "skin", "femur_cortical", "femur_trabecular", "pelvis_cortical",
                  "pelvis_trabecular", "table", "calibration_phantom", "calibration_rod", "vessel"):

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="'model': posed meshes and modelled soft tissue (default); 'labelmaps': the bundled expert "
                    "label maps of two real hips, cropped to random fields of view; 'negatives': scans without a "
                    "femur (abdomen with arms, lower legs; empty labels); both always --appearance random")
+    p.add_argument("--metal", type=float, default=0.0, metavar="P",
+                   help="fraction of cases (0-1) with a hip arthroplasty or neck screws, with metal streaks "
+                   "(default 0); metal inside a femur stays in its label, an acetabular cup does not")
     p.add_argument("--appearance", choices=("physics", "random"), default="physics",
                    help="'physics': HU from the subject's bone density and the scanner's calibration (default); "
                    "'random': per-tissue intensities drawn from wide CT ranges, for training (labels unchanged)")
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         mesh_scale=args.mesh_scale,
         anatomy=args.anatomy,
         appearance="random" if args.anatomy != "model" else args.appearance,
+        metal=args.metal,
     )
     prepare_cohort_folder(args.output)  # fail on an unwritable folder before any work
     total = 397 if args.cohort == "paper" else n

@@ -67,3 +67,39 @@ def clean_femur(mask: np.ndarray) -> np.ndarray:
     (Z, Y, X) ndarray of bool
     """
     return fill_holes(largest_component(mask))
+
+
+def include_enclosed_metal(mask: np.ndarray, hu: np.ndarray, metal_hu: float) -> np.ndarray:
+    """The mask with the metal it encloses: a hip stem in the canal, screws in the neck stay part of the femur.
+
+    In each slice (array axis 0), a hole of the mask that holds metal (HU ≥ ``metal_hu``) joins the mask whole,
+    with the blooming around the metal.  Metal the mask does not enclose (an acetabular cup, a screw's head outside
+    the bone, spinal hardware) is left out.  Without metal the mask is returned unchanged.
+
+    Parameters
+    ----------
+    mask : (Z, Y, X) ndarray of bool
+        One femur's mask.
+    hu : (Z, Y, X) ndarray
+        The scan's values over the same voxels [HU].
+    metal_hu : float
+        CT value from which a voxel is metal [HU].
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of bool
+    """
+    from scipy import ndimage
+
+    metal = np.asarray(hu) >= metal_hu
+    slices = np.flatnonzero(metal.any(axis=(1, 2)) & mask.any(axis=(1, 2)))
+    if slices.size == 0:
+        return mask
+    out = mask.copy()
+    for z in slices:
+        holes = ndimage.binary_fill_holes(mask[z]) & ~mask[z]
+        comp, n = ndimage.label(holes)
+        if n:
+            keep = np.unique(comp[metal[z] & holes])
+            out[z] |= np.isin(comp, keep[keep > 0])
+    return out

@@ -32,7 +32,7 @@ from femurseg.conventions import FEMUR_LABELS
 from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
-from femurseg.inference.postprocess import clean_femur, largest_component
+from femurseg.inference.postprocess import clean_femur, include_enclosed_metal, largest_component
 from femurseg.inference.qc import QCLimits, SideQC, assess_side, verdict
 from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
@@ -81,6 +81,8 @@ DEFAULT_EXTENT_MM: float = 120.0
 _PADDING_HU: float = -1500.0
 #: How far the region of interest reaches under the distal limit [mm] (the locator's box top is not exact).
 _EXTENT_ROI_SLACK_MM: float = 20.0
+#: How far an ROI's downward extension reaches up into the part already run [mm] (context for the network).
+_EXTENSION_CONTEXT_MM: float = 32.0
 
 
 @dataclass
@@ -332,13 +334,17 @@ class Segmenter:
         """
         return 2.0 * max(self.locator_bundle.preprocessing.target_spacing_zyx)
 
-    def _infer_roi(self, image: sitk.Image, side: str, lower_xyz: np.ndarray, upper_xyz: np.ndarray,
-                   t: dict[str, float]) -> tuple[Grid, np.ndarray, WindowOptions]:
-        """The fine model's femur probability over the ROI of a world box: (grid, (Z, Y, X) float32, windows)."""
+    def _roi_of_box(self, lower_xyz: np.ndarray, upper_xyz: np.ndarray) -> Grid:
+        """The fine model's grid over a world box, with the ROI margin and the locator's uncertainty."""
+        pre = self.model_bundle.preprocessing
+        return roi_grid(lower_xyz, upper_xyz, spacing_zyx=pre.target_spacing_zyx,
+                        margin_mm=pre.roi_margin_mm + self.locator_uncertainty_mm, min_shape_zyx=pre.patch_size_zyx)
+
+    def _infer_grid(self, image: sitk.Image, side: str, grid: Grid,
+                    t: dict[str, float]) -> tuple[np.ndarray, WindowOptions]:
+        """The fine model's femur probability on a grid: ((Z, Y, X) float32, the windows used)."""
         pre = self.model_bundle.preprocessing
         t0 = time.perf_counter()
-        grid = roi_grid(lower_xyz, upper_xyz, spacing_zyx=pre.target_spacing_zyx,
-                        margin_mm=pre.roi_margin_mm + self.locator_uncertainty_mm, min_shape_zyx=pre.patch_size_zyx)
         x = normalize_hu(resample_image(image, grid, fill_hu=pre.hu_window[0]), hu_window=pre.hu_window)
         mirrored = side == "left" and pre.mirror_left
         if mirrored:
@@ -351,7 +357,26 @@ class Segmenter:
         if mirrored:
             fg = mirror_x(fg)
         t["infer"] = t.get("infer", 0.0) + time.perf_counter() - t0
-        return grid, fg, options
+        return fg, options
+
+    def _extend_down(self, image: sitk.Image, side: str, grid: Grid, fg: np.ndarray, bottom_z_mm: float,
+                     t: dict[str, float]) -> tuple[Grid, np.ndarray, int]:
+        """Grow an ROI downwards to world z ``bottom_z_mm`` by running the fine model on the missing slab only.
+
+        The slab reaches :data:`_EXTENSION_CONTEXT_MM` into the ROI above so the network sees the femur it
+        continues; in that overlap the lower half comes from the slab and the upper half from the first run.
+        Returns the grown grid, its probabilities and the number of windows the slab took.
+        """
+        dz = grid.spacing_zyx[0]
+        n_new = int(np.ceil((grid.origin_xyz[2] - bottom_z_mm) / dz - 1e-6))
+        ctx = min(int(round(_EXTENSION_CONTEXT_MM / dz)), fg.shape[0])
+        origin = (grid.origin_xyz[0], grid.origin_xyz[1], grid.origin_xyz[2] - n_new * dz)
+        slab = replace(grid, shape_zyx=(n_new + ctx, *grid.shape_zyx[1:]), origin_xyz=origin)
+        fg_slab, options = self._infer_grid(image, side, slab, t)
+        half = ctx // 2
+        grown = np.concatenate([fg_slab[:n_new + half], fg[half:]], axis=0)
+        return replace(grid, shape_zyx=(int(grown.shape[0]), *grid.shape_zyx[1:]), origin_xyz=origin), grown, \
+            _n_windows(fg_slab.shape, options)
 
     def _segment_side(self, image: sitk.Image, box: FemurBox, timings: dict[str, Any],
                       rois: dict[str, Any]) -> _Side | None:
@@ -359,26 +384,23 @@ class Segmenter:
         lower = np.asarray(box.lower_xyz, float).copy()
         if self.extent_mm is not None:
             lower[2] = max(lower[2], float(box.upper_xyz[2]) - self.extent_mm - _EXTENT_ROI_SLACK_MM)
-        grid, fg, options = self._infer_roi(image, box.side, lower, box.upper_xyz, t)
+        grid = self._roi_of_box(lower, box.upper_xyz)
+        fg, options = self._infer_grid(image, box.side, grid, t)
+        n_windows = _n_windows(fg.shape, options)
         if self.extent_mm is not None and lower[2] > float(box.lower_xyz[2]):
             # The ROI stopped under the LOCATED top; if the femur's top (from the fine model) lies lower (the
-            # locator's box reached into the pelvis), the ROI is run again down to the true extent.
+            # locator's box reached into the pelvis), the ROI grows down to the true extent (the slab only).
             zs = np.flatnonzero(largest_component(fg >= 0.5).any(axis=(1, 2)))  # the femur, not specks above it
             if zs.size:
                 top = grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0]  # identity-direction LPS grid
                 need = max(float(box.lower_xyz[2]), top - self.extent_mm - _EXTENT_ROI_SLACK_MM)
                 if grid.origin_xyz[2] > top - self.extent_mm and need < lower[2]:  # the ROI ends above the cut
-                    lower[2] = need
-                    upper = np.asarray(box.upper_xyz, float).copy()
-                    upper[2] = min(upper[2], top + _EXTENT_ROI_SLACK_MM)
-                    grid, fg, options = self._infer_roi(image, box.side, lower, upper, t)
-                    t["extended_roi"] = 1.0
-        x_shape = tuple(int(n) for n in fg.shape)
-        n_windows = 1
-        for size, patch in zip(x_shape, options.patch_size_zyx):
-            n_windows *= len(window_starts(max(size, patch), patch, options.overlap))
-        rois[box.side] = {"roi_shape_zyx": list(x_shape), "window_zyx": list(options.patch_size_zyx),
-                          "windows": n_windows * (1 + len(options.flips))}
+                    pre = self.model_bundle.preprocessing
+                    bottom = need - pre.roi_margin_mm - self.locator_uncertainty_mm
+                    grid, fg, extra = self._extend_down(image, box.side, grid, fg, bottom, t)
+                    n_windows += extra
+        rois[box.side] = {"roi_shape_zyx": [int(n) for n in fg.shape], "window_zyx": list(options.patch_size_zyx),
+                          "windows": n_windows}
 
         t0 = time.perf_counter()
         foot = _footprint(image, grid)
@@ -408,7 +430,8 @@ class Segmenter:
         facts: dict[str, dict[str, Any]] = {side: {"present": False, "label": v} for side, v in FEMUR_LABELS.items()}
         accepted: list[_Side] = []
         for s in sides:
-            fg = clean_femur(s.prob >= 0.5)
+            fg = include_enclosed_metal(clean_femur(s.prob >= 0.5), sitk.GetArrayViewFromImage(image)[s.block],
+                                        self.qc_limits.metal_hu)
             if self.extent_mm is not None and fg.any():
                 fg = _cut_extent(fg, image, s.lo_xyz, self.extent_mm)
             s.fg, s.qc = fg, _side_qc(image, s, fg, self.qc_limits)
@@ -476,6 +499,14 @@ class Segmenter:
                          "overlap": self.model_options.overlap, "threshold": 0.5},
             "timings_s": _round(timings),
         }
+
+
+def _n_windows(shape_zyx: tuple[int, ...], options: WindowOptions) -> int:
+    """Network passes over a volume of this shape: windows per axis multiplied, times the test-time flips."""
+    n = 1
+    for size, patch in zip(shape_zyx, options.patch_size_zyx):
+        n *= len(window_starts(max(int(size), patch), patch, options.overlap))
+    return n * (1 + len(options.flips))
 
 
 def _share_overlap(a: _Side, b: _Side) -> None:

@@ -8,7 +8,9 @@ The scanner model, in the order :func:`femurseg.phantom.generate.generate` appli
    box-average of a planar boundary to first order), so cortical, trabecular and marrow volumes mix by
    partial volume.  Sub-samples are then averaged along z with the slice-sensitivity profile (a Gaussian of
    FWHM = slice thickness) into the output slices, while the label maps use the plain box average over each
-   voxel's own extent (a voxel is femur when at least half its volume is inside the femur).
+   voxel's own extent.  The femur label follows the annotators' convention
+   (:data:`femurseg.conventions.FEMUR_LABEL_FRACTION`): a voxel is femur when that fraction, blurred in-plane by
+   the scanner's point-spread function, is at least a quarter; the tissue classes go by majority.
 2. **Soft tissue** (:mod:`femurseg.phantom.body`) fills the rest; a voxel's HU is
    ``B + (1 - A) * HU_soft``, with ``A`` the bone volume fraction and ``B`` the bone's HU-weighted fraction.
 3. **Point-spread function** in-plane (a Gaussian of the drawn FWHM), **beam-hardening streaks** between the
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR, TISSUES
+from femurseg.conventions import FEMUR_LABEL_FRACTION, LEFT_FEMUR, RIGHT_FEMUR, TISSUES
 from femurseg.errors import InputError
 from femurseg.geometry import Grid
 from femurseg.phantom.fields import BONE_NAMES, HipLandmarks
@@ -613,7 +615,8 @@ def render_bones(
         m_mean = frac - c_mean - t_mean
         owns = (frac >= 0.5) & (frac > best[sub])
         if is_femur:
-            labels[sub][owns] = RIGHT_FEMUR if side == "right" else LEFT_FEMUR
+            seen = _visible_fraction(frac, grid.spacing_zyx, scan.psf_fwhm_mm) >= FEMUR_LABEL_FRACTION
+            labels[sub][seen] = RIGHT_FEMUR if side == "right" else LEFT_FEMUR
             cls = (TISSUES["femur_cortical"], TISSUES["femur_trabecular"], TISSUES["marrow"])
         elif name.startswith("pelvis"):
             cls = (TISSUES["pelvis_cortical"], TISSUES["pelvis_trabecular"], TISSUES["pelvis_trabecular"])
@@ -631,6 +634,20 @@ def render_bones(
         timings["anatomy_sample"] = t_sample
         timings["bones"] = time.perf_counter() - t_start - t_sample
     return BoneRender(occupancy=occ, hu_weighted=bhu, labels=labels, tissues=tissues, trabecular_vbmd=vbmd)
+
+
+def _visible_fraction(frac: np.ndarray, spacing_zyx: tuple[float, ...], psf_fwhm_mm: float) -> np.ndarray:
+    """A bone's volume fraction per voxel as the scanner shows it: blurred in-plane by the point-spread function.
+
+    ``frac`` (Z, Y, X) is the box average over each voxel (so it already holds one voxel of blur, ~0.29 voxel SD);
+    the PSF adds the rest in quadrature, as :func:`apply_scanner` does to the image.
+    """
+    s_psf = psf_fwhm_mm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    dy, dx = float(spacing_zyx[1]), float(spacing_zyx[2])
+    extra = max(s_psf**2 - (0.29 * dx) ** 2, 0.0) ** 0.5
+    if extra <= 0.0:
+        return frac
+    return ndimage.gaussian_filter(frac, sigma=(0.0, extra / dy, extra / dx), mode="constant", truncate=3.0)
 
 
 def add_streaks(hu: np.ndarray, grid: Grid, landmarks: HipLandmarks, *, depth_hu: float, rng: np.random.Generator) -> None:

@@ -26,6 +26,7 @@ from femurseg.errors import InputError
 from femurseg.geometry import Grid
 from femurseg.io import image_from_array
 from femurseg.phantom import anatomy as _anat
+from femurseg.phantom import metal as _metal
 from femurseg.phantom import body as _body
 from femurseg.phantom import ct as _ct
 
@@ -67,6 +68,8 @@ class PhantomOptions:
         Scale applied to ``femur_mesh`` (e.g. 1000 for a mesh in metres).
     z_margins_mm : (2,) tuple of (2,) tuple of float
         Ranges of the field of view's extent above the acetabular roof and below the lesser trochanters [mm].
+    metal : float
+        Probability [0, 1] that a case holds a hip implant or neck screws (:mod:`femurseg.phantom.metal`).
     anatomy : {"model", "labelmaps", "negatives"}
         ``"model"``: the posed mesh skeleton and modelled soft tissue; ``"labelmaps"``: a bundled real label map
         (:mod:`femurseg.phantom.labelmaps`), always with a random appearance; ``"negatives"``: a scan without a
@@ -90,8 +93,11 @@ class PhantomOptions:
     z_margins_mm: tuple[tuple[float, float], tuple[float, float]] = ((10.0, 40.0), (15.0, 50.0))
     anatomy: str = "model"
     appearance: str = "physics"
+    metal: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= float(self.metal) <= 1.0:
+            raise InputError(f"the metal fraction must be 0–1, not {self.metal}")
         if self.anatomy not in ("model", "labelmaps", "negatives"):
             raise InputError(f"anatomy must be 'model', 'labelmaps' or 'negatives', not {self.anatomy!r}")
         if self.appearance not in ("physics", "random"):
@@ -237,7 +243,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     if options.anatomy == "labelmaps":
         from femurseg.phantom.synth import generate_labelmap_case
 
-        return generate_labelmap_case(int(seed), noise_sigma_hu=options.noise_sigma_hu,
+        return generate_labelmap_case(int(seed), noise_sigma_hu=options.noise_sigma_hu, metal=options.metal,
                                       recon_circle=options.recon_circle)
     if options.anatomy == "negatives":
         from femurseg.phantom.negatives import NEGATIVE_KINDS, negative_case
@@ -246,9 +252,9 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ss = np.random.SeedSequence(int(seed))
-    # spawn(9): the first eight children are those of earlier versions' spawn(8), so physics cases are unchanged.
-    r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak, r_look = (
-        np.random.default_rng(s) for s in ss.spawn(9))
+    # spawn(10): the first children are those of earlier versions' spawn(8) and spawn(9), so cases are unchanged.
+    r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak, r_look, r_metal = (
+        np.random.default_rng(s) for s in ss.spawn(10))
 
     subject = _body.sample_subject(r_subject, sex=options.sex, age=options.age)
     params = _anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
@@ -293,6 +299,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
         appearance = _app.sample_appearance(r_look)
         hu = _app.render_appearance(tissues, grid.spacing_zyx, appearance, r_look)
     _ct.add_streaks(hu, grid, landmarks, depth_hu=scan.streak_hu, rng=r_streak)
+    implants = _metal.insert_metal(hu, labels, grid.spacing_zyx, r_metal) if r_metal.random() < options.metal else []
     ct = _ct.apply_scanner(hu, grid, scan, rng=r_noise)
     del hu
     if scan.recon_circle:
@@ -323,6 +330,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     facts["origin_xyz"] = list(grid.origin_xyz)
     facts["bone_fraction"] = occupancy_mean
     facts["anatomy_source"] = "model"
+    facts["implants"] = implants
     if appearance is not None:
         facts.update({f"appearance_{k}": v for k, v in appearance.to_dict().items()})
         for key in ("trabecular_vbmd_mg_cm3", "trabecular_vbmd_right_mg_cm3", "trabecular_vbmd_left_mg_cm3"):

@@ -107,23 +107,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
-    """Write a dataclass (or a plain dict) as indented JSON, atomically (temp file + rename)."""
-    import os
-    import tempfile
+    """Write a dataclass (or a plain dict) as indented JSON, atomically (:mod:`femurseg.io.atomic`)."""
+    from femurseg.io.atomic import write_text
 
-    path = Path(path)
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -62,7 +62,16 @@ def describe(path: str, *, series_uid: str | None = None) -> list[str]:
     stats.Execute(image)
     unit = " HU" if kind == "DICOM series" else ""
     lines.append(f"pixel type:   {image.GetPixelIDTypeAsString()}")
-    lines.append(f"values:       {stats.GetMinimum():g} to {stats.GetMaximum():g}{unit}")
+    values = f"{stats.GetMinimum():g} to {stats.GetMaximum():g}{unit}"
+    if "float" in image.GetPixelIDTypeAsString():
+        arr = sitk.GetArrayViewFromImage(image)
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad == arr.size:
+            values = "all NaN or infinite (no usable value)"
+        elif bad:
+            finite = arr[np.isfinite(arr)]
+            values = f"{finite.min():g} to {finite.max():g}{unit}, and {bad} NaN or infinite voxel(s)"
+    lines.append(f"values:       {values}")
     return lines
 
 

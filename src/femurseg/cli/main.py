@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -35,11 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally`` runs (staged outputs are removed) before exiting."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``femurseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    """Run ``femurseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    SIGINT and SIGTERM unwind the run (removing staged outputs) and exit 130 and 143 with one line.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave its signals alone
+        previous = None
     try:
         return int(args.func(args) or 0)
     except FemursegError as err:
@@ -48,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("femurseg: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("femurseg: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,8 +179,10 @@ def _describe(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from femurseg.config import save_json
+    import json
+
     from femurseg.errors import FemursegError, InputError
+    from femurseg.io.atomic import transaction
 
     cases, batch = _cases(args.inputs)
     output = Path(args.output)
@@ -211,19 +213,30 @@ def run(args: argparse.Namespace) -> int:
 
     if not batch:
         name, source = cases[0]
-        result = segmenter.segment(source, probabilities=args.probabilities, series_uid=args.series_uid)
-        if output.suffix.lower() == ".dcm":
-            from femurseg.io.dicom_seg import write_dicom_seg
+        with transaction(overwrite=args.overwrite) as tx:
+            # Staging first: an unwritable folder or a missing DICOM SEG writer fails before the work.
+            dicom = output.suffix.lower() == ".dcm"
+            if dicom:
+                from femurseg.io.dicom_seg import require_highdicom
 
-            write_dicom_seg(result.mask, source, output, series_uid=args.series_uid)
-        else:
-            write_image(result.mask, output)
-        written = [output]
-        if result.probabilities is not None:
-            written.append(write_image(result.probabilities, _probability_path(output)))
-        result.summary["outputs"] = {"mask": str(output), **({"probabilities": str(written[1])} if len(written) > 1 else {})}
-        if summary_path is not None:
-            written.append(save_json(result.summary, summary_path))
+                require_highdicom()
+            tx.stage(output)
+            summary_staged = tx.stage(summary_path) if summary_path is not None else None
+            result = segmenter.segment(source, probabilities=args.probabilities, series_uid=args.series_uid)
+            if dicom:
+                from femurseg.io.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(result.mask, source, output, series_uid=args.series_uid, tx=tx)
+            else:
+                write_image(result.mask, output, tx=tx)
+            written = [output]
+            if result.probabilities is not None:
+                written.append(write_image(result.probabilities, _probability_path(output), tx=tx))
+            result.summary["outputs"] = {"mask": str(output),
+                                         **({"probabilities": str(written[1])} if len(written) > 1 else {})}
+            if summary_staged is not None:
+                summary_staged.write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+                written.append(summary_path)
         print(f"{source}: {_describe(result.summary)} [{result.summary['timings_s']['total']:.1f} s]")
         print("wrote " + ", ".join(str(w) for w in written))
         return 0
@@ -244,10 +257,12 @@ def run(args: argparse.Namespace) -> int:
             summaries.append({"case": name, "input": {"path": str(source)}, "error": str(err)})
             rows.append({"case": name, "path": str(source), "status": "no femur" if err.exit_code == 3 else "error"})
             continue
-        write_image(result.mask, mask_path)
         outputs = {"mask": str(mask_path)}
-        if result.probabilities is not None:
-            outputs["probabilities"] = str(write_image(result.probabilities, output / f"{name}_probabilities.nii.gz"))
+        with transaction(overwrite=args.overwrite) as tx:  # a case's mask and probabilities land together
+            write_image(result.mask, mask_path, tx=tx)
+            if result.probabilities is not None:
+                outputs["probabilities"] = str(write_image(result.probabilities,
+                                                           output / f"{name}_probabilities.nii.gz", tx=tx))
         result.summary["outputs"] = outputs
         result.summary["case"] = name
         summaries.append(result.summary)
@@ -260,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
             "seconds": result.summary["timings_s"]["total"],
         })
         tqdm.write(f"{name}: {_describe(result.summary)}", file=sys.stderr)
-    save_json({"cases": summaries}, summary_path or output / "summary.json")
-    _write_csv(rows, output / "summary.csv")
+    with transaction(overwrite=args.overwrite) as tx:
+        (tx.stage(summary_path or output / "summary.json")
+         .write_text(json.dumps({"cases": summaries}, indent=2) + "\n", encoding="utf-8"))
+        _write_csv(rows, tx.stage(output / "summary.csv"))
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"segmented {ok} of {len(rows)} scans; masks and summary.csv in {output}"
           + (f", summary in {summary_path}" if summary_path else ""))
@@ -269,23 +286,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
+    """The batch summary table (written to a staged path of a transaction)."""
     import csv
-    import os
-    import tempfile
 
     columns = ["case", "path", "status", "right_volume_ml", "left_volume_ml", "right_confidence", "left_confidence",
                "right_qc", "left_qc", "seconds"]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _extent(value: str | None) -> float | None:

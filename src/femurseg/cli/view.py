@@ -24,7 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import tempfile
 
     import numpy as np
@@ -57,21 +56,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.mask}: no femur label (1 right, 2 left) in this mask; nothing to show")
 
     rows = []
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".view-") as tmp:
+    from femurseg.io.atomic import transaction
+
+    with tempfile.TemporaryDirectory(prefix="femurseg-view-") as tmp:  # scratch, outside the output folder
         for side, centre in found.items():
             png = save_overlay(image, mask, Path(tmp) / f"{side}.png", center_xyz=[float(v) for v in centre],
                                title=f"{side} femoral head at ({', '.join(f'{v:.0f}' for v in centre)}) mm LPS")
             rows.append(mpimg.imread(png)[..., :3])
         width = max(r.shape[1] for r in rows)
         picture = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-        fd, part = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
-        os.close(fd)
-        try:
-            mpimg.imsave(part, picture)
-            os.chmod(part, 0o644)  # mkstemp makes 0600 files; pictures are for sharing
-            os.replace(part, output)
-        finally:
-            Path(part).unlink(missing_ok=True)
+        with transaction(overwrite=args.overwrite) as tx:
+            mpimg.imsave(tx.stage(output), picture, format="png")
     print(f"wrote {output} ({', '.join(found)} femur)")
     return 0
 

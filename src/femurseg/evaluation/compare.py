@@ -10,7 +10,6 @@ import csv
 import io as _io
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +155,7 @@ def summarise_by(rows: list[dict], group_of: Mapping[str, str]) -> dict[str, dic
     return {name: summarise(groups[name]) for name in sorted(groups)}
 
 
-def write_rows_csv(rows: list[dict], path: str | Path) -> Path:
+def write_rows_csv(rows: list[dict], path: str | Path, *, overwrite: bool = True) -> Path:
     """Write per-case rows as CSV, atomically."""
     path = Path(path)
     buf = _io.StringIO()
@@ -165,13 +164,6 @@ def write_rows_csv(rows: list[dict], path: str | Path) -> Path:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from femurseg.io.atomic import write_text
+
+    return write_text(path, buf.getvalue(), overwrite=overwrite)

@@ -145,7 +145,18 @@ def _model_facts(bundle) -> dict[str, Any]:
     }
 
 
+#: Voxel spacing femurseg accepts [mm], per axis.
+MIN_SPACING_MM: float = 0.05
+MAX_SPACING_MM: float = 8.0
+#: Largest physical extent of a scan along any index axis [mm] (a whole body is under 2 m).
+MAX_EXTENT_MM: float = 2500.0
+#: A CT in HU always holds air (−1000) or at least fat (about −100): a scan whose lowest value is above this is
+#: not in HU (stored with an offset, or another modality).
+MAX_LOWEST_HU: float = -50.0
+
+
 def _check_image(image: sitk.Image) -> None:
+    """Refuse what is not a CT in HU on a plausible grid (one actionable line; see the limits above)."""
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"expected a 3D scalar CT image, got a {image.GetDimension()}D image with "
@@ -153,6 +164,24 @@ def _check_image(image: sitk.Image) -> None:
         )
     if min(image.GetSize()) < 2:
         raise InputError(f"expected a 3D CT volume, got size {image.GetSize()} (a single slice?)")
+    spacing = np.asarray(image.GetSpacing(), float)
+    if not np.all((spacing >= MIN_SPACING_MM) & (spacing <= MAX_SPACING_MM)):
+        raise InputError(f"voxel spacing {tuple(round(float(v), 4) for v in spacing)} mm (x, y, z) is outside "
+                         f"{MIN_SPACING_MM}–{MAX_SPACING_MM} mm; is the header's spacing right (metres or "
+                         "micrometres instead of mm?)")
+    extent = spacing * np.asarray(image.GetSize(), float)
+    if np.any(extent > MAX_EXTENT_MM):
+        raise InputError(f"the scan spans {tuple(round(float(v)) for v in extent)} mm (x, y, z), more than a body "
+                         f"({MAX_EXTENT_MM:.0f} mm); is the header's spacing right?")
+    if "float" in image.GetPixelIDTypeAsString() and not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+        raise InputError("the scan holds NaN or infinite values; it is not a CT in Hounsfield units")
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    lo, hi = stats.GetMinimum(), stats.GetMaximum()
+    if lo > MAX_LOWEST_HU:
+        raise InputError(f"values run from {lo:g} to {hi:g}: no voxel below {MAX_LOWEST_HU:g} (no air, no fat), so "
+                         "this is not a CT in Hounsfield units; if it was stored with an offset (e.g. HU + 1024), "
+                         "apply the DICOM rescale intercept (e.g. -1024) first")
 
 
 def _footprint(image: sitk.Image, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:

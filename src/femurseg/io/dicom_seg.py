@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import SimpleITK as sitk
 
 from femurseg.conventions import FEMUR_LABELS
 from femurseg.errors import InputError
+from femurseg.io.atomic import Transaction, transaction
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,16 @@ def _frame_indices(mask: sitk.Image, datasets: list) -> list[int]:
     return out
 
 
+def require_highdicom() -> None:
+    """Raise InputError (one line, with the install command) when highdicom is not installed."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        raise InputError("writing DICOM SEG needs highdicom: pip install femurseg[dicomseg]") from None
+
+
 def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], path: str | os.PathLike[str], *,
-                    series_uid: str | None = None) -> Path:
+                    series_uid: str | None = None, tx: Transaction | None = None) -> Path:
     """Write a label mask as a DICOM SEG referencing its source CT series, atomically.
 
     Parameters
@@ -97,6 +105,8 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
     series_uid : str, optional
         The series of ``source_folder`` the mask belongs to (default: the one :func:`femurseg.io.read_image`
         chooses).
+    tx : femurseg.io.atomic.Transaction, optional
+        Stage the file in this transaction (placed at its commit); by default it is placed at once.
 
     Returns
     -------
@@ -167,13 +177,9 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
         series_description="femurseg proximal femur",
         omit_empty_frames=False,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        seg.save_as(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a SEG is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if tx is None:
+        with transaction(overwrite=True) as own:
+            seg.save_as(own.stage(path))
+    else:
+        seg.save_as(tx.stage(path))
     return path

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import stat
+import struct
+import zlib
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -11,7 +15,11 @@ import SimpleITK as sitk
 from femurseg.errors import InputError
 from femurseg.io.dicom import is_dicom_file, read_dicom_folder
 
-__all__ = ["read_image", "format_of", "FILE_FORMATS"]
+__all__ = ["read_image", "format_of", "FILE_FORMATS", "MAX_VOXELS"]
+
+#: Largest volume femurseg reads [voxels] (2³¹: 4 GiB of int16, far beyond any CT series); a header that
+#: promises more is refused before anything is allocated.
+MAX_VOXELS: int = 2**31
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,75 @@ def format_of(path: str | os.PathLike[str]) -> str:
             raise InputError(f"{path} is a single DICOM file; pass the folder that holds the whole series")
         raise InputError(f"{path}: unsupported file type; use {', '.join(FILE_FORMATS)} or a DICOM series folder")
     return FILE_FORMATS[ending]
+
+
+#: NIfTI datatype code → bytes per voxel.
+_NIFTI_BYTES: dict[int, int] = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8,
+                                1280: 8, 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+
+
+def _nifti_promise(head: bytes, path: Path) -> tuple[int, int, tuple[float, ...]]:
+    """From a NIfTI-1/2 header: (data offset [bytes], data size [bytes], pixdim x, y, z [mm]); InputError if bad."""
+    for endian in ("<", ">"):
+        (size,) = struct.unpack(endian + "i", head[:4])
+        if size == 348 and len(head) >= 348:
+            dim = struct.unpack(endian + "8h", head[40:56])
+            (dtype,) = struct.unpack(endian + "h", head[70:72])
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+            (offset,) = struct.unpack(endian + "f", head[108:112])
+            break
+        if size == 540 and len(head) >= 540:
+            (dtype,) = struct.unpack(endian + "h", head[12:14])
+            dim = struct.unpack(endian + "8q", head[16:80])
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+            (offset,) = struct.unpack(endian + "q", head[168:176])
+            break
+    else:
+        raise InputError(f"{path} is not a NIfTI file (bad header size); damaged or mislabelled?")
+    n_dim = int(dim[0])
+    if not 1 <= n_dim <= 7 or any(int(d) < 1 for d in dim[1:n_dim + 1]):
+        raise InputError(f"{path}: the NIfTI header gives impossible dimensions {list(dim[1:max(n_dim, 1) + 1])}")
+    voxels = 1
+    for d in dim[1:n_dim + 1]:
+        voxels *= int(d)
+    if voxels > MAX_VOXELS:
+        raise InputError(f"{path}: the header promises {voxels:,} voxels ({'×'.join(str(int(d)) for d in dim[1:n_dim + 1])}); "
+                         f"femurseg reads at most {MAX_VOXELS:,} (damaged header?)")
+    if dtype not in _NIFTI_BYTES:
+        raise InputError(f"{path}: unknown NIfTI datatype code {dtype}")
+    spacing = tuple(abs(float(v)) for v in pixdim[1:4])
+    if n_dim >= 3 and any(not (v > 0.0) or v != v for v in spacing):
+        raise InputError(f"{path}: the NIfTI header gives a voxel size of {list(spacing)} mm (zero or invalid); "
+                         "fix pixdim in the header (e.g. with the scanner's spacing) before using it")
+    return max(int(offset), 352 if size == 348 else 544), voxels * _NIFTI_BYTES[dtype], spacing
+
+
+def _check_nifti(path: Path) -> None:
+    """Refuse a NIfTI file whose data are shorter than its header promises (SimpleITK would zero-fill them)."""
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(544)
+            offset, need, _ = _nifti_promise(head, path)
+            if not gz:
+                have = path.stat().st_size - offset
+            else:
+                have = len(head) - offset
+                chunk = 1 << 22
+                while have < need:
+                    block = fh.read(min(chunk, need - have))
+                    if not block:
+                        break
+                    have += len(block)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(f"{path} is truncated or damaged ({err}); copy it again from its source") from None
+    except struct.error:
+        raise InputError(f"{path} is too short to be a NIfTI file") from None
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+    if have < need:
+        raise InputError(f"{path} is truncated: its header promises {need:,} bytes of voxel data, the file holds "
+                         f"{max(have, 0):,}; copy it again from its source")
 
 
 def _checked(image: sitk.Image, path: Path) -> sitk.Image:
@@ -106,7 +183,17 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
     path = Path(path)
     if path.is_dir():
         return read_dicom_folder(path, series_uid=series_uid)
-    format_of(path)  # raises for missing files and unsupported endings
+    fmt = format_of(path)  # raises for missing files and unsupported endings
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path} is not a regular file (a pipe, device or socket?); give an image file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied")
+    if fmt == "NIfTI":
+        _check_nifti(path)
     if series_uid is not None:
         log.warning("series_uid is ignored for %s, which is not a DICOM folder", path)
     try:

@@ -1,21 +1,20 @@
-"""Write an image atomically: to a temporary name in the destination folder, then ``os.replace``.
+"""Write an image atomically, through :mod:`femurseg.io.atomic` (staged beside the destination, then renamed).
 
 A reader never sees a half-written file, and a failed write leaves nothing at the destination.  Before the
-rename the staged file is flushed and read back whole: some writers (NIfTI) do not report a short write on a full
-disk, and a truncated file must never take the destination's name.
+rename the staged file is read back whole: some writers (NIfTI) do not report a short write on a full disk, and a
+truncated file must never take the destination's name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from femurseg.errors import InputError
+from femurseg.io.atomic import Transaction, transaction
 
 __all__ = ["write_image", "WRITE_FORMATS"]
 
@@ -48,15 +47,9 @@ def _with_reference(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     return out
 
 
-def _verify_staged(staging: Path, staged: Path, image: sitk.Image, path: Path) -> None:
-    """Flush the staged files to disk and read the image back whole: a short write (a full disk, which the NIfTI
-    writer does not report) fails here, before anything takes the destination's name."""
-    for item in staging.iterdir():
-        fd = os.open(item, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _verify_staged(staged: Path, image: sitk.Image, path: Path) -> None:
+    """Read the staged image back whole: a short write (a full disk, which the NIfTI writer does not report) fails
+    here, before anything takes the destination's name."""
     try:
         back = sitk.ReadImage(str(staged))
     except RuntimeError:
@@ -73,6 +66,7 @@ def write_image(
     *,
     reference: sitk.Image | None = None,
     compress: bool = True,
+    tx: Transaction | None = None,
 ) -> Path:
     """Write ``image`` to ``path`` atomically, in the format the file name ending names.
 
@@ -88,6 +82,9 @@ def write_image(
         direction; its size must equal the reference's.
     compress : bool
         Compress the voxel data (NRRD, MetaImage; ``.nii.gz`` is always and ``.nii`` never compressed).
+    tx : femurseg.io.atomic.Transaction, optional
+        Stage the file in this transaction (placed with the invocation's other outputs at its commit); by
+        default the file is placed at once, replacing an existing one.
 
     Returns
     -------
@@ -113,40 +110,20 @@ def write_image(
         raise InputError(f"cannot write {path}: it is a folder")
     if reference is not None:
         image = _with_reference(image, reference)
-    folder = path.parent
+    if tx is None:
+        with transaction(overwrite=True) as own:
+            return write_image(image, path, compress=compress, tx=own)
+    # The staged file keeps the final name (inside the private staging folder beside the destination), so ITK
+    # picks the right writer and a .mhd header already names its data file as it will be called.
+    companions = (path.name[: -len(ending)] + (".zraw" if compress else ".raw"),) if ending == ".mhd" else ()
+    staged = tx.stage(path, companions=companions)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
-    except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
-    # The temporary file keeps the final name (inside a private folder beside the destination), so ITK picks the
-    # right writer and a .mhd header already names its data file as it will be called.
-    staged = staging / path.name
-    placed: list[Path] = []
-    try:
-        try:
-            sitk.WriteImage(image, str(staged), useCompression=compress)
-        except RuntimeError as err:
-            lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-            raise InputError(f"cannot write {path}: {lines[-1] if lines else 'unknown error'}") from None
-        if not staged.is_file():
-            raise InputError(f"cannot write {path}: the image writer produced no file")
-        _verify_staged(staging, staged, image, path)
-        # Data files (.raw/.zraw of a .mhd) first, the file that names them last, so the header never points
-        # at a missing file.
-        companions = sorted(p for p in staging.iterdir() if p != staged)
-        for item in [*companions, staged]:
-            target = folder / item.name
-            os.replace(item, target)
-            placed.append(target)
-    except BaseException as err:
-        for target in placed:
-            if target != path:
-                target.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise InputError(f"cannot write {path}: {err.strerror or err}") from None
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.debug("wrote %s", path)
+        sitk.WriteImage(image, str(staged), useCompression=compress)
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+        raise InputError(f"cannot write {path}: {lines[-1] if lines else 'unknown error'}") from None
+    if not staged.is_file():
+        raise InputError(f"cannot write {path}: the image writer produced no file")
+    _verify_staged(staged, image, path)
+    log.debug("staged %s", path)
     return path

@@ -74,22 +74,10 @@ def cohort_sexes(seed: int, *, cohort: str = "paper") -> list[str]:
     return [str(s) for s in rng.permutation(sexes)]
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cohort file is as readable as any other
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from femurseg.io.atomic import write_text
+
+    write_text(path, text)
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:

@@ -8,7 +8,6 @@ keep their physical aspect ratio (anisotropic spacing is drawn to scale).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import SimpleITK as sitk
 from femurseg.conventions import LABEL_NAMES
 from femurseg.errors import InputError
 from femurseg.io import array_of, grid_of
+from femurseg.io.atomic import transaction
 
 __all__ = ["save_overlay", "LABEL_COLOURS"]
 
@@ -137,16 +137,12 @@ def save_overlay(
         fig.suptitle(title, color="white", fontsize=10)
     fig.text(0.99, 0.01, f"W {window[1]:.0f} L {window[0]:.0f}", color="gray", fontsize=7, ha="right")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, facecolor="black", bbox_inches="tight")
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+        with transaction(overwrite=True) as tx:
+            try:
+                fig.savefig(tx.stage(path), dpi=dpi, facecolor="black", bbox_inches="tight", format="png")
+            except OSError as err:
+                raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

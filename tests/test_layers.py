@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "femurseg"
 
 LAYER = {
-    "errors": 0, "conventions": 0, "geometry": 0, "config": 0,
+    "errors": 0, "conventions": 0, "geometry": 0, "config": 0, "atomic": 0,
     "io": 1,
     "phantom": 2, "models": 2, "evaluation": 2, "qct": 2, "mesh": 2, "viz": 2,
     "training": 3, "inference": 3,

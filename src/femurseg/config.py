@@ -107,8 +107,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
-    """Write a dataclass (or a plain dict) as indented JSON, atomically (:mod:`femurseg.io.atomic`)."""
-    from femurseg.io.atomic import write_text
+    """Write a dataclass (or a plain dict) as indented JSON, atomically (:mod:`femurseg.atomic`)."""
+    from femurseg.atomic import write_text
 
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femurseg.conventions import LEFT_FEMUR as _LEFT
+from femurseg.conventions import RIGHT_FEMUR as _RIGHT
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -55,3 +58,55 @@ class Grid:
         """World (x, y, z) of every voxel centre, shape (Z, Y, X, 3) [mm]; memory-hungry, for small grids."""
         zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=float) for n in self.shape_zyx), indexing="ij")
         return self.index_to_world(np.stack([zz, yy, xx], axis=-1))
+
+
+def split_femur_by_side(mask_zyx: np.ndarray, grid: Grid) -> np.ndarray:
+    """A side label map (0, 1 right, 2 left) from an unsided femur mask.
+
+    The two largest connected components are the two femurs; the one at smaller world x is the patient's right
+    (LPS).  Smaller pieces join the side whose femur's centroid is nearer in x.  With a single femur, its side is
+    decided by the scan's centre in x.
+
+    Parameters
+    ----------
+    mask_zyx : (Z, Y, X) ndarray of bool
+    grid : Grid
+        The mask's geometry.
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of uint8
+    """
+    from scipy import ndimage
+
+    comp, n = ndimage.label(mask_zyx)
+    out = np.zeros(mask_zyx.shape, np.uint8)
+    if n == 0:
+        return out
+    sizes = np.bincount(comp.ravel())[1:]
+    centroids = np.array(ndimage.center_of_mass(mask_zyx, comp, range(1, n + 1)), float).reshape(n, 3)
+    world_x = grid.index_to_world(centroids)[:, 0]
+    order = np.argsort(-sizes, kind="stable")
+    if n >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
+        a, b = order[0], order[1]
+        right_x, left_x = sorted((world_x[a], world_x[b]))
+        side_of = np.where(np.abs(world_x - right_x) <= np.abs(world_x - left_x), _RIGHT, _LEFT)
+    else:
+        centre_x = grid.index_to_world((np.asarray(grid.shape_zyx, float) - 1) / 2.0)[0]
+        side_of = np.where(world_x < centre_x, _RIGHT, _LEFT)
+    lut = np.concatenate([[0], side_of]).astype(np.uint8)
+    return lut[comp]
+
+
+def unsided_two_femurs(labels_zyx: np.ndarray, grid: Grid) -> bool:
+    """Whether a label map marks both femurs with the one value 1 (an unsided "femur" label).
+
+    femurseg's labels are 1 right, 2 left; a map holding only 1 whose femur splits into two large pieces on
+    either side (:func:`split_femur_by_side`) used 1 for "femur", and reading it as "right femur" would be wrong.
+    """
+    values = np.unique(labels_zyx)
+    if 2 in values or 1 not in values:
+        return False
+    sides = split_femur_by_side(labels_zyx == 1, grid)
+    n_right, n_left = int(np.count_nonzero(sides == _RIGHT)), int(np.count_nonzero(sides == _LEFT))
+    return min(n_right, n_left) >= 0.2 * max(n_right, n_left)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from femurseg.errors import InputError
 from femurseg.io import write_image
-from femurseg.io.atomic import STAGING_PATTERN, transaction, write_text
+from femurseg.atomic import STAGING_PATTERN, transaction, write_text
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -86,7 +86,7 @@ _CHILD = textwrap.dedent("""
     import signal, sys, time
     from pathlib import Path
     from femurseg.cli import main as m
-    from femurseg.io.atomic import transaction
+    from femurseg.atomic import transaction
     signal.signal(signal.SIGTERM, m._on_sigterm)
     try:
         with transaction(overwrite=True) as tx:

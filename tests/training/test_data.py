@@ -105,7 +105,32 @@ def test_no_femur_label_in_map(tmp_path: Path) -> None:
     path = root / "labels" / "case000.nii.gz"
     lab = sitk.ReadImage(str(path))
     sitk.WriteImage(lab * 0 + 5, str(path))
-    with pytest.raises(InputError, match="no femur label found"):
+    with pytest.raises(InputError, match=r"label value\(s\) \[5\] mean nothing"):
+        load_case(find_cases(root)[0])
+
+
+def test_unknown_label_values_beside_femurs_are_refused(tmp_path: Path) -> None:
+    root = write_cohort(tmp_path / "c", 1)
+    path = root / "labels" / "case000.nii.gz"
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    arr[0, 0, 0] = 7
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(sitk.ReadImage(str(path)))
+    sitk.WriteImage(out, str(path))
+    with pytest.raises(InputError, match=r"\[7\]"):
+        load_case(find_cases(root)[0])
+
+
+def test_unsided_labels_of_two_femurs_are_refused(tmp_path: Path) -> None:
+    root = write_cohort(tmp_path / "c", 1)
+    path = root / "labels" / "case000.nii.gz"
+    ref = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(ref)
+    assert (arr == 1).any() and (arr == 2).any()
+    out = sitk.GetImageFromArray((arr > 0).astype(np.uint8))  # both femurs 1
+    out.CopyInformation(ref)
+    sitk.WriteImage(out, str(path))
+    with pytest.raises(InputError, match="unsided"):
         load_case(find_cases(root)[0])
 
 

@@ -43,7 +43,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", nargs="?", const="", default=None, metavar="PNG",
                    help="save a picture of the first case (default OUTPUT/preview.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an output folder that is not empty (cases of the same ids are replaced)")
     p.set_defaults(func=run)
+
+
+def _remove_created(output: Path, before: set[str] | None) -> None:
+    """Remove what a failed run created in ``output`` (``before``: its entries before the run; None: it was new)."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(output, ignore_errors=True)
+        return
+    for entry in output.iterdir() if output.is_dir() else ():
+        if entry.name not in before:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,14 +89,34 @@ def run(args: argparse.Namespace) -> int:
         appearance="random" if args.anatomy != "model" else args.appearance,
         metal=args.metal,
     )
-    prepare_cohort_folder(args.output)  # fail on an unwritable folder before any work
-    total = 397 if args.cohort == "paper" else n
-    with tqdm(total=total, unit="case", disable=args.no_progress, desc="phantom") as bar:
-        def progress(done: int, cid: str) -> None:
-            bar.set_postfix_str(cid)
-            bar.update(1)
+    if args.cohort == "paper" and args.n is not None and args.n != 397:
+        raise InputError(f"the paper cohort has 397 subjects; leave out -n or give -n 397, not {args.n}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output} is a file; give a folder for the cohort")
+    before = {e.name for e in output.iterdir()} if output.exists() else None
+    if before and not args.overwrite:
+        raise InputError(f"{output} exists and is not empty; pass --overwrite to write the cohort into it")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    done: list[str] = []
+    try:
+        prepare_cohort_folder(output)  # fail on an unwritable folder before any work
+        total = 397 if args.cohort == "paper" else n
+        with tqdm(total=total, unit="case", disable=args.no_progress, desc="phantom") as bar:
+            def progress(count: int, cid: str) -> None:
+                done.append(cid)
+                bar.set_postfix_str(cid)
+                bar.update(1)
 
-        out = write_cohort(args.output, n=n, seed=args.seed, cohort=args.cohort, options=options, progress=progress)
+            out = write_cohort(output, n=n, seed=args.seed, cohort=args.cohort, options=options,
+                               progress=progress)
+    except BaseException:
+        # Cases written before a failure form a consistent cohort (cohort.csv lists them); with none, the folders
+        # this run created go again.
+        if not done:
+            _remove_created(output, before)
+        raise
     if args.preview is not None:
         from femurseg.io import read_image
         from femurseg.viz.overlay import save_overlay

@@ -71,13 +71,20 @@ def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
     if len(paths) == 1:
         p = paths[0]
         if p.is_file() and p.suffix.lower() == ".csv":
-            with open(p, newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.DictReader(fh))
+            try:
+                with open(p, newline="", encoding="utf-8-sig") as fh:
+                    rows = list(csv.DictReader(fh))
+            except UnicodeDecodeError as err:
+                raise InputError(f"{p} is not UTF-8 text (byte {err.start}); save the list as UTF-8 CSV") from None
+            except (OSError, csv.Error) as err:
+                raise InputError(f"cannot read {p} as a CSV list: {getattr(err, 'strerror', None) or err}") from None
             if not rows or "path" not in rows[0]:
                 raise InputError(f"{p}: a CSV list needs a 'path' column with one scan per row")
             cases = []
             for i, row in enumerate(rows, start=2):
-                scan = Path(row["path"])
+                if not (row.get("path") or "").strip():
+                    raise InputError(f"{p}, line {i}: the 'path' cell is empty; give the scan's file or folder")
+                scan = Path(row["path"].strip())
                 scan = scan if scan.is_absolute() else p.parent / scan
                 if not scan.exists():
                     raise InputError(f"{p}, line {i}: {scan}: no such file or folder")
@@ -90,6 +97,11 @@ def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
         if p.is_dir():
             files = _scan_files(p)
             if files:
+                from femurseg.io.dicom import is_dicom_file
+
+                if any(is_dicom_file(f) for f in sorted(p.iterdir())[:200] if f.is_file() and f not in files):
+                    raise InputError(f"{p} holds DICOM files and image files ({files[0].name}, ...); give the DICOM "
+                                     "series or the image files, each from a folder of its own")
                 return _unique([(_case_name(f), f) for f in files]), True
         return [(_case_name(p), p)], False
     return _unique([(_case_name(p), p) for p in paths]), True
@@ -182,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from femurseg.errors import FemursegError, InputError
-    from femurseg.io.atomic import transaction
+    from femurseg.atomic import transaction
 
     cases, batch = _cases(args.inputs)
     output = Path(args.output)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.mask}: no femur label (1 right, 2 left) in this mask; nothing to show")
 
     rows = []
-    from femurseg.io.atomic import transaction
+    from femurseg.atomic import transaction
 
     with tempfile.TemporaryDirectory(prefix="femurseg-view-") as tmp:  # scratch, outside the output folder
         for side, centre in found.items():

@@ -19,6 +19,7 @@ import numpy as np
 from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR
 from femurseg.errors import InputError
 from femurseg.evaluation.metrics import compare_labels, volume_agreement
+from femurseg.geometry import unsided_two_femurs
 from femurseg.io import FILE_FORMATS, array_of, grid_of, read_image
 
 SIDES = {"right": RIGHT_FEMUR, "left": LEFT_FEMUR}
@@ -96,6 +97,10 @@ def evaluate_folders(*, pred_dir: str | Path, truth_dir: str | Path) -> CohortEv
         if not _same_grid(gp, gt):
             raise InputError(f"{case}: prediction and truth grids differ (size, spacing, origin or direction)")
         p, t = array_of(p_img), array_of(t_img)
+        for what, arr, path in (("truth", t, truths[case]), ("prediction", p, preds[case])):
+            if unsided_two_femurs(arr, gt):
+                raise InputError(f"{path}: both femurs carry the value 1 (unsided {what} labels); femurseg's labels "
+                                 "are 1 right, 2 left femur (patient's sides): relabel by side")
         per_side = compare_labels(p, t, gt.spacing_zyx, labels=SIDES)
         for side, value in SIDES.items():
             if not (t == value).any():
@@ -164,6 +169,6 @@ def write_rows_csv(rows: list[dict], path: str | Path, *, overwrite: bool = True
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
-    from femurseg.io.atomic import write_text
+    from femurseg.atomic import write_text
 
     return write_text(path, buf.getvalue(), overwrite=overwrite)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from femurseg.conventions import FEMUR_LABELS
 from femurseg.errors import InputError
-from femurseg.io.atomic import Transaction, transaction
+from femurseg.atomic import Transaction, transaction
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
     series_uid : str, optional
         The series of ``source_folder`` the mask belongs to (default: the one :func:`femurseg.io.read_image`
         chooses).
-    tx : femurseg.io.atomic.Transaction, optional
+    tx : femurseg.atomic.Transaction, optional
         Stage the file in this transaction (placed at its commit); by default it is placed at once.
 
     Returns

@@ -85,7 +85,7 @@ def _nifti_promise(head: bytes, path: Path) -> tuple[int, int, tuple[float, ...]
             (offset,) = struct.unpack(endian + "q", head[168:176])
             break
     else:
-        raise InputError(f"{path} is not a NIfTI file (bad header size); damaged or mislabelled?")
+        raise InputError(f"cannot read {path} as an image (damaged or not a NIfTI file?): no NIfTI header")
     n_dim = int(dim[0])
     if not 1 <= n_dim <= 7 or any(int(d) < 1 for d in dim[1:n_dim + 1]):
         raise InputError(f"{path}: the NIfTI header gives impossible dimensions {list(dim[1:max(n_dim, 1) + 1])}")
@@ -121,10 +121,12 @@ def _check_nifti(path: Path) -> None:
                     if not block:
                         break
                     have += len(block)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    except gzip.BadGzipFile:
+        raise InputError(f"cannot read {path} as an image (damaged or not a NIfTI file?): not gzip data") from None
+    except (EOFError, zlib.error) as err:
         raise InputError(f"{path} is truncated or damaged ({err}); copy it again from its source") from None
     except struct.error:
-        raise InputError(f"{path} is too short to be a NIfTI file") from None
+        raise InputError(f"cannot read {path} as an image (damaged or not a NIfTI file?): too short") from None
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror or err}") from None
     if have < need:

@@ -1,4 +1,4 @@
-"""Write an image atomically, through :mod:`femurseg.io.atomic` (staged beside the destination, then renamed).
+"""Write an image atomically, through :mod:`femurseg.atomic` (staged beside the destination, then renamed).
 
 A reader never sees a half-written file, and a failed write leaves nothing at the destination.  Before the
 rename the staged file is read back whole: some writers (NIfTI) do not report a short write on a full disk, and a
@@ -14,7 +14,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from femurseg.errors import InputError
-from femurseg.io.atomic import Transaction, transaction
+from femurseg.atomic import Transaction, transaction
 
 __all__ = ["write_image", "WRITE_FORMATS"]
 
@@ -82,7 +82,7 @@ def write_image(
         direction; its size must equal the reference's.
     compress : bool
         Compress the voxel data (NRRD, MetaImage; ``.nii.gz`` is always and ``.nii`` never compressed).
-    tx : femurseg.io.atomic.Transaction, optional
+    tx : femurseg.atomic.Transaction, optional
         Stage the file in this transaction (placed with the invocation's other outputs at its commit); by
         default the file is placed at once, replacing an existing one.
 

@@ -75,7 +75,7 @@ def cohort_sexes(seed: int, *, cohort: str = "paper") -> list[str]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from femurseg.io.atomic import write_text
+    from femurseg.atomic import write_text
 
     write_text(path, text)
 

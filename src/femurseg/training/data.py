@@ -38,7 +38,7 @@ import numpy as np
 
 from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR
 from femurseg.errors import InputError
-from femurseg.geometry import Grid
+from femurseg.geometry import Grid, split_femur_by_side, unsided_two_femurs  # noqa: F401 (re-exported)
 from femurseg.io.cohort_table import read_cohort_table
 from femurseg.models.preprocessing import (
     Preprocessing,
@@ -75,6 +75,9 @@ class CaseRecord:
         Label values in the file that mean the patient's right / left femur.
     femur_values : tuple of int
         Label values meaning "femur" without a side: split by connected component and world x.
+    other_values : tuple of int
+        Further label values the dataset declares (other structures of an nnU-Net dataset): ignored.  Any value
+        not declared is refused.
     """
 
     case_id: str
@@ -84,6 +87,7 @@ class CaseRecord:
     right_values: tuple[int, ...] = (RIGHT_FEMUR,)
     left_values: tuple[int, ...] = (LEFT_FEMUR,)
     femur_values: tuple[int, ...] = ()
+    other_values: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,51 +235,14 @@ def _find_nnunet(root: Path) -> list[CaseRecord]:
     if unlabelled:
         raise InputError(f"{root}: image(s) without a label map in labelsTr/: {', '.join(unlabelled[:5])}")
     return [
-        CaseRecord(case_id=c, image=images[c], labels=labels[c], right_values=right, left_values=left, femur_values=femur)
+        CaseRecord(case_id=c, image=images[c], labels=labels[c], right_values=right, left_values=left, femur_values=femur,
+                   other_values=tuple(int(v) for v in ds["labels"].values() if isinstance(v, int)))
         for c in sorted(images)
     ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Loading one case
-
-
-def split_femur_by_side(mask_zyx: np.ndarray, grid: Grid) -> np.ndarray:
-    """A side label map (0, 1 right, 2 left) from an unsided femur mask.
-
-    The two largest connected components are the two femurs; the one at smaller world x is the patient's right
-    (LPS).  Smaller pieces join the side whose femur's centroid is nearer in x.  With a single femur, its side is
-    decided by the scan's centre in x.
-
-    Parameters
-    ----------
-    mask_zyx : (Z, Y, X) ndarray of bool
-    grid : Grid
-        The mask's geometry.
-
-    Returns
-    -------
-    (Z, Y, X) ndarray of uint8
-    """
-    from scipy import ndimage
-
-    comp, n = ndimage.label(mask_zyx)
-    out = np.zeros(mask_zyx.shape, np.uint8)
-    if n == 0:
-        return out
-    sizes = np.bincount(comp.ravel())[1:]
-    centroids = np.array(ndimage.center_of_mass(mask_zyx, comp, range(1, n + 1)), float).reshape(n, 3)
-    world_x = grid.index_to_world(centroids)[:, 0]
-    order = np.argsort(-sizes, kind="stable")
-    if n >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
-        a, b = order[0], order[1]
-        right_x, left_x = sorted((world_x[a], world_x[b]))
-        side_of = np.where(np.abs(world_x - right_x) <= np.abs(world_x - left_x), RIGHT_FEMUR, LEFT_FEMUR)
-    else:
-        centre_x = grid.index_to_world((np.asarray(grid.shape_zyx, float) - 1) / 2.0)[0]
-        side_of = np.where(world_x < centre_x, RIGHT_FEMUR, LEFT_FEMUR)
-    lut = np.concatenate([[0], side_of]).astype(np.uint8)
-    return lut[comp]
 
 
 def _same_geometry(a, b) -> bool:  # noqa: ANN001 (SimpleITK images)
@@ -326,6 +293,14 @@ def load_case(record: CaseRecord):  # noqa: ANN201 (SimpleITK images, imported l
         arr = np.rint(arr)
     arr = np.asarray(arr).astype(np.int64, copy=False)
     out = np.zeros(arr.shape, np.uint8)
+    known = {0, *record.right_values, *record.left_values, *record.femur_values, *record.other_values}
+    unknown = sorted(int(v) for v in np.unique(arr) if int(v) not in known)
+    if unknown:
+        raise InputError(f"{record.labels}: label value(s) {unknown[:10]} mean nothing here (expected 0 background, "
+                         f"{RIGHT_FEMUR} right femur, {LEFT_FEMUR} left femur); relabel the map")
+    if not record.femur_values and record.right_values == (RIGHT_FEMUR,) and unsided_two_femurs(arr, grid_of(raw)):
+        raise InputError(f"{record.labels}: both femurs carry the value {RIGHT_FEMUR} (unsided labels); femurseg's "
+                         f"labels are {RIGHT_FEMUR} right, {LEFT_FEMUR} left femur (patient's sides): relabel by side")
     if record.femur_values:
         femur = np.isin(arr, record.femur_values)
         out = split_femur_by_side(femur, grid_of(raw))

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from femurseg.conventions import LABEL_NAMES
 from femurseg.errors import InputError
 from femurseg.io import array_of, grid_of
-from femurseg.io.atomic import transaction
+from femurseg.atomic import transaction
 
 __all__ = ["save_overlay", "LABEL_COLOURS"]
 

@@ -125,3 +125,25 @@ def test_cli_sigterm_exits_143_with_one_line(tmp_path) -> None:
     _, err = child.communicate(timeout=30)
     assert child.returncode == 143
     assert err.strip().splitlines() == ["femurseg: terminated"]
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPI", "PIR"])
+def test_view_draws_any_stored_orientation_like_lps(tmp_path, orientation) -> None:
+    import matplotlib.image as mpimg
+
+    from femurseg.cli.main import main
+    from helpers.synthetic import synthetic_hip
+
+    image, truth = synthetic_hip(seed=3)
+    pictures = []
+    for name, (img, lab) in {"lps": (image, truth), "other": (sitk.DICOMOrient(image, orientation),
+                                                             sitk.DICOMOrient(truth, orientation))}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        sitk.WriteImage(img, str(folder / "hip.nii.gz"))
+        sitk.WriteImage(lab, str(folder / "mask.nii.gz"))
+        assert main(["view", "--image", str(folder / "hip.nii.gz"), str(folder / "mask.nii.gz"),
+                     "-o", str(folder / "v.png")]) == 0
+        pictures.append(mpimg.imread(folder / "v.png"))
+    assert pictures[0].shape == pictures[1].shape
+    assert np.abs(pictures[0] - pictures[1]).mean() < 0.01

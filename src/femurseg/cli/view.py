@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     import numpy as np
+    import SimpleITK as sitk
 
     from femurseg.errors import InputError
 
@@ -58,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     from femurseg.atomic import transaction
 
+    name = Path(args.image).name
+    counts = np.bincount(sitk.GetArrayViewFromImage(mask).ravel().astype(np.int64), minlength=3)
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
     with tempfile.TemporaryDirectory(prefix="femurseg-view-") as tmp:  # scratch, outside the output folder
         for side, centre in found.items():
+            value = 1 if side == "right" else 2
+            title = (f"{name}: {side} femur {counts[value] * voxel_ml:.1f} mL, head at "
+                     f"({', '.join(f'{v:.0f}' for v in centre)}) mm LPS")
             png = save_overlay(image, mask, Path(tmp) / f"{side}.png", center_xyz=[float(v) for v in centre],
-                               title=f"{side} femoral head at ({', '.join(f'{v:.0f}' for v in centre)}) mm LPS")
+                               title=title)
             rows.append(mpimg.imread(png)[..., :3])
         width = max(r.shape[1] for r in rows)
         picture = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)

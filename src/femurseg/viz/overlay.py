@@ -89,13 +89,16 @@ def save_overlay(
 
     if image.GetDimension() != 3:
         raise InputError(f"the overlay needs a 3D image, not {image.GetDimension()}D")
+    if labels is not None and labels.GetSize() != image.GetSize():
+        raise InputError(f"labels size {labels.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
+    # Draw in the radiological convention whatever the stored axis order: index axes to L, P, S (a permutation and
+    # flips, exact; world points, and so center_xyz, are unchanged).
+    image = sitk.DICOMOrient(image, "LPS")
     ct = array_of(image).astype(np.float32)
     grid = grid_of(image)
     lab = None
     if labels is not None:
-        if labels.GetSize() != image.GetSize():
-            raise InputError(f"labels size {labels.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
-        lab = array_of(labels)
+        lab = array_of(sitk.DICOMOrient(labels, "LPS"))
     if center_xyz is None:
         c = _default_center(lab, grid.spacing_zyx) if lab is not None else np.asarray(ct.shape) // 2
     else:

@@ -147,3 +147,42 @@ def test_view_draws_any_stored_orientation_like_lps(tmp_path, orientation) -> No
         pictures.append(mpimg.imread(folder / "v.png"))
     assert pictures[0].shape == pictures[1].shape
     assert np.abs(pictures[0] - pictures[1]).mean() < 0.01
+
+
+def test_evaluate_never_replaces_outputs_without_overwrite(tmp_path, capsys) -> None:
+    from femurseg.cli.main import main
+
+    folder = tmp_path / "truth"
+    folder.mkdir()
+    lab = np.zeros((10, 20, 30), np.uint8)
+    lab[2:8, 5:15, 3:10] = 1
+    lab[2:8, 5:15, 20:27] = 2
+    sitk.WriteImage(sitk.GetImageFromArray(lab), str(folder / "a.nii.gz"))
+    out = tmp_path / "m.csv"
+    out.write_text("keep")
+    assert main(["evaluate", str(folder), "--truth", str(folder), "-o", str(out)]) == 2
+    assert out.read_text() == "keep"
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["evaluate", str(folder), "--truth", str(folder), "-o", str(out), "--overwrite"]) == 0
+    assert out.read_text().startswith("case,side")
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_saved_model_bundle_is_readable_by_colleagues(tmp_path) -> None:
+    from femurseg.models.bundle import save_bundle
+
+    from helpers.synthetic import build_tiny_bundles
+
+    old = os.umask(0o022)
+    try:
+        src = build_tiny_bundles(tmp_path / "tiny")["femur"]
+        from femurseg.models.bundle import load_bundle
+
+        b = load_bundle(src)
+        out = save_bundle(tmp_path / "copy", model=b.model, config=b.config, preprocessing=b.preprocessing,
+                          labels=b.meta["labels"], training={}, metrics={}, name="copy")
+    finally:
+        os.umask(old)
+    for f in out.iterdir():
+        assert (f.stat().st_mode & 0o777) == 0o644, f
+    assert (out.stat().st_mode & 0o777) == 0o755

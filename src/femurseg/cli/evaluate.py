@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "a cohort folder with cohort.csv)")
     parser.add_argument("-o", "--output", metavar="CSV", default=None, help="write per-case metrics to this CSV")
     parser.add_argument("--summary", metavar="JSON", default=None, help="write the cohort summary to this JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV or summary")
     parser.set_defaults(func=run)
 
 
@@ -49,13 +50,22 @@ def _print_summary(s: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from femurseg.config import save_json
     from femurseg.errors import InputError
-    from femurseg.evaluation.compare import evaluate_folders, summarise_by, write_rows_csv
+    from femurseg.evaluation.compare import evaluate_folders, rows_csv_text, summarise_by
     from femurseg.io.cohort_table import case_column
 
     if (args.pred is None) == (args.model is None):
         raise InputError("give either PRED_DIR (predicted label maps) or --model BUNDLE, not both or neither")
+    import json
+
+    from femurseg.atomic import transaction
+
+    outputs = [Path(p) for p in (args.output, args.summary) if p]
+    for out in outputs:  # refuse before any work
+        if out.exists() and not args.overwrite:
+            raise InputError(f"{out} exists; pass --overwrite to replace it")
+        if not out.parent.is_dir():
+            raise InputError(f"{out}: the folder {out.parent} does not exist")
     group_of = None
     if args.by is not None:
         table = Path(args.truth) / "cohort.csv"
@@ -77,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
         for value, group in s["by"]["groups"].items():
             print(f"\n{args.by} = {value} ({group['n_cases']} cases)")
             _print_summary(group)
+    with transaction(overwrite=args.overwrite) as tx:  # the CSV and the summary land together
+        if args.output:
+            tx.stage(args.output).write_text(rows_csv_text(result.rows), encoding="utf-8")
+        if args.summary:
+            tx.stage(args.summary).write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
     if args.output:
-        print(f"per-case metrics: {write_rows_csv(result.rows, args.output)}")
+        print(f"per-case metrics: {args.output}")
     if args.summary:
-        print(f"summary: {save_json(s, args.summary)}")
+        print(f"summary: {args.summary}")
     return 0

@@ -160,15 +160,19 @@ def summarise_by(rows: list[dict], group_of: Mapping[str, str]) -> dict[str, dic
     return {name: summarise(groups[name]) for name in sorted(groups)}
 
 
-def write_rows_csv(rows: list[dict], path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write per-case rows as CSV, atomically."""
-    path = Path(path)
+def rows_csv_text(rows: list[dict]) -> str:
+    """Per-case rows as CSV text (case, side, every metric, swapped)."""
     buf = _io.StringIO()
     fields = ["case", "side", *METRICS, "swapped"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
+    return buf.getvalue()
+
+
+def write_rows_csv(rows: list[dict], path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write per-case rows as CSV, atomically."""
     from femurseg.atomic import write_text
 
-    return write_text(path, buf.getvalue(), overwrite=overwrite)
+    return write_text(path, rows_csv_text(rows), overwrite=overwrite)

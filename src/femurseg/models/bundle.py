@@ -26,8 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -212,15 +210,21 @@ def save_bundle(
 
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    from femurseg.atomic import transaction
+
+    # Both files through the one atomic writer: weights placed first, model.json (which names their hash) last, both
+    # or neither; modes from the umask.
+    existed = path.exists()
     try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        meta["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, path)
+        with transaction(overwrite=True) as tx:
+            weights = tx.stage(path / WEIGHTS_FILE)
+            save_file(state, str(weights), metadata={"format": "pt"})
+            meta["weights_sha256"] = _sha256(weights)
+            tx.stage(path / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n",
+                                                  encoding="utf-8")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not existed and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # the folder this failed save created
         raise
     log.info("saved model bundle %s (%s)", path, meta["weights_sha256"][:12])
     return path
@@ -241,22 +245,6 @@ def _check_target(path: Path) -> None:
             raise InputError(
                 f"{path}: folder holds other files ({', '.join(foreign[:3])}); refusing to replace it with a bundle"
             )
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    # A folder cannot be os.replace'd over a non-empty one: move the old bundle aside, then swap.
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    old.rmdir()
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_bundle(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Bundle:

@@ -58,14 +58,25 @@ def run(args: argparse.Namespace) -> int:
         config = config.with_(device=args.device)
     if args.steps:
         config = config.with_(steps=args.steps)
-    bundle = fit(config, data_dir=data_dirs[0] if len(data_dirs) == 1 else data_dirs, run_dir=run_dir,
-                 resume=args.resume, progress=True)
+    fresh = not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir()))
+    try:
+        bundle = fit(config, data_dir=data_dirs[0] if len(data_dirs) == 1 else data_dirs, run_dir=run_dir,
+                     resume=args.resume, progress=True)
+    except BaseException:
+        # A new run that failed before its first checkpoint leaves nothing, so the same command can be rerun; a
+        # run with checkpoints stays for --resume.
+        if fresh and not args.resume and run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*")):
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     import json
 
     metrics = json.loads((bundle / "model.json").read_text(encoding="utf-8")).get("metrics", {})
     print(f"model: {bundle}")
-    if "dice_right" in metrics:
-        print(f"validation Dice: right {metrics['dice_right']:.4f}, left {metrics['dice_left']:.4f} "
-              f"(step {metrics.get('best_step')})")
+    dice = {side: metrics.get(f"dice_{side}") for side in ("right", "left")}
+    if any(isinstance(v, (int, float)) for v in dice.values()):
+        shown = ", ".join(f"{side} {v:.4f}" for side, v in dice.items() if isinstance(v, (int, float)))
+        print(f"validation Dice: {shown} (step {metrics.get('best_step')})")
     return 0

@@ -6,9 +6,8 @@ so ``import femurseg`` stays fast and does not import torch.
 
 from typing import Any
 
+from femurseg._version import __version__
 from femurseg.errors import FemursegError, InputError, ModelError, NoFemurFound
-
-__version__ = "0.1.0"
 
 __all__ = ["__version__", "FemursegError", "InputError", "ModelError", "NoFemurFound", "segment", "Segmenter",
            "SegmentationResult"]

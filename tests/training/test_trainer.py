@@ -115,7 +115,7 @@ def test_two_process_ddp_matches_one_process(finished_run: Path, tiny_cohort: Pa
     run = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "femurseg.training.distributed", str(tiny_cohort), "-o", str(run), "--config", str(cfg)]
+           "-m", "femurseg", "train", str(tiny_cohort), "-o", str(run), "--config", str(cfg)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = _log(finished_run), _log(run)

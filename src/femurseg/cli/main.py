@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from femurseg import __version__
+from femurseg._version import __version__
 from femurseg.errors import FemursegError
 
 #: Sub-command modules, in the order ``--help`` lists them.

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train a V-Net (Dice + L2 loss) on a labelled cohort and export the best model as a bundle in "
             "RUN_DIR/model. DATA_DIR is a cohort folder (images/, labels/, cohort.csv) or an nnU-Net raw dataset "
             "(dataset.json, imagesTr/, labelsTr/). For several GPUs: torchrun --nproc_per_node K -m "
-            "femurseg.training.distributed DATA_DIR -o RUN_DIR ..."
+            "femurseg train DATA_DIR -o RUN_DIR ..."
         ),
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", nargs="+",
@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; print the bundle's path and its validation Dice."""
+    """Train; print the bundle's path and its validation Dice (under torchrun: data-parallel, see
+    :mod:`femurseg.training.distributed`)."""
+    import os
     from pathlib import Path
 
     from femurseg.errors import InputError
@@ -61,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
     fresh = not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir()))
     try:
         bundle = fit(config, data_dir=data_dirs[0] if len(data_dirs) == 1 else data_dirs, run_dir=run_dir,
-                     resume=args.resume, progress=True)
+                     resume=args.resume, progress=os.environ.get("RANK", "0") == "0")
     except BaseException:
         # A new run that failed before its first checkpoint leaves nothing, so the same command can be rerun; a
         # run with checkpoints stays for --resume.
-        if fresh and not args.resume and run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*")):
+        if (fresh and not args.resume and os.environ.get("RANK", "0") == "0" and run_dir.is_dir()
+                and not any((run_dir / "checkpoints").glob("*"))):
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)

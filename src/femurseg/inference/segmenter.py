@@ -505,7 +505,7 @@ class Segmenter:
         return mask, prob, facts
 
     def _summary(self, image: sitk.Image, path: str | None, facts: dict, boxes: dict, timings: dict) -> dict[str, Any]:
-        from femurseg import __version__
+        from femurseg._version import __version__
 
         def _round(v: Any) -> Any:
             return {k: _round(x) for k, x in v.items()} if isinstance(v, dict) else round(float(v), 4)

@@ -123,7 +123,7 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
         from pydicom.sr.codedict import codes
     except ImportError:
         raise InputError("writing DICOM SEG needs highdicom: pip install femurseg[dicomseg]") from None
-    from femurseg import __version__
+    from femurseg._version import __version__
 
     path = Path(path)
     if mask.GetDimension() != 3:

@@ -231,7 +231,7 @@ def save_bundle(
 
 
 def _femurseg_version() -> str:
-    from femurseg import __version__
+    from femurseg._version import __version__
 
     return __version__
 

@@ -165,7 +165,7 @@ def write_cohort(
     out = Path(out_dir)
     prepare_cohort_folder(out)
 
-    from femurseg import __version__
+    from femurseg._version import __version__
     from femurseg.io import write_image
 
     seeds = [case_seed(seed, i) for i in range(int(n))]

@@ -2,9 +2,10 @@
 
 Launch with torchrun, one process per GPU (or a few CPU processes)::
 
-    torchrun --nproc_per_node 4 -m femurseg.training.distributed DATA_DIR -o RUN_DIR [--config FILE] [--resume]
+    torchrun --nproc_per_node 4 -m femurseg train DATA_DIR -o RUN_DIR [--config FILE] [--resume]
 
-:func:`femurseg.training.fit` also notices torchrun's ``RANK``/``WORLD_SIZE`` on its own.  Every rank builds its
+(the one training command, ``femurseg train``, under torchrun): :func:`femurseg.training.fit` notices torchrun's
+``RANK``/``WORLD_SIZE`` on its own.  Every rank builds its
 share of the SAME global batch (patch ``i`` depends only on the seed and ``i``), gradients are averaged, and the
 soft Dice is computed per sample, so K processes with batch B/K each train exactly as one process with batch B
 (up to floating-point summation order).  Rank 0 prepares the data cache, validates, logs and saves.
@@ -89,39 +90,3 @@ def cleanup(info: DistInfo) -> None:
     """Leave the process group if this module joined it."""
     if info.initialized_here and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``torchrun ... -m femurseg.training.distributed``; takes ``femurseg train``'s arguments."""
-    import argparse
-    import sys
-    from pathlib import Path
-
-    from femurseg.errors import FemursegError
-    from femurseg.training.config import TrainConfig, load_train_config
-    from femurseg.training.trainer import fit
-
-    parser = argparse.ArgumentParser(prog="femurseg.training.distributed", description="Data-parallel training (under torchrun).")
-    parser.add_argument("data_dir", type=Path, nargs="+")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--steps", type=int)
-    args = parser.parse_args(argv)
-    try:
-        config = load_train_config(args.config) if args.config else TrainConfig()
-        if args.device:
-            config = config.with_(device=args.device)
-        if args.steps:
-            config = config.with_(steps=args.steps)
-        data_dir = args.data_dir[0] if len(args.data_dir) == 1 else args.data_dir
-        fit(config, data_dir=data_dir, run_dir=args.output, resume=args.resume, progress=_env_int("RANK", 0) == 0)
-    except FemursegError as err:
-        print(f"femurseg: error: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

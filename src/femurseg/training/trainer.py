@@ -193,7 +193,7 @@ def validate(
 def _run_meta(config: TrainConfig, *, data_dir: Path | list[Path], dist_info: DistInfo, device: torch.device, train_ids, val_ids) -> dict:
     import monai
 
-    from femurseg import __version__
+    from femurseg._version import __version__
 
     return {
         "femurseg_version": __version__,

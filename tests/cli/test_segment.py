@@ -244,3 +244,26 @@ def test_no_output_may_be_an_input(tmp_path, capsys, bundles) -> None:
         err = _one_error_line(capsys)
         assert "input" in err or "plain name" in err, err
         assert _bytes_of(tmp_path) == {**before, "list.csv": (tmp_path / "list.csv").read_bytes()}
+
+
+@pytest.mark.parametrize("tag", ["FrameOfReferenceUID", "SliceThickness"])
+def test_dicom_seg_of_a_series_lacking_a_reference_tag_fails_in_one_line(tmp_path, capsys, bundles, tag) -> None:
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    image, _ = synthetic_hip(seed=41, shape_zyx=(40, 48, 56))
+    d = np.asarray(image.GetDirection()).reshape(3, 3)
+    files = write_ct_series(tmp_path / "dicom", sitk.GetArrayFromImage(image), spacing_xyz=image.GetSpacing(),
+                            origin_xyz=image.GetOrigin(), row_dir=d[:, 0], col_dir=d[:, 1])
+    for f in files:
+        ds = pydicom.dcmread(f)
+        if tag in ds:
+            delattr(ds, tag)
+        ds.save_as(f)
+    code = main(["segment", str(tmp_path / "dicom"), "-o", str(tmp_path / "seg.dcm"), *bundles])
+    err = capsys.readouterr().err.strip().splitlines()
+    if code == 0:  # highdicom managed without the tag: a valid SEG
+        assert (tmp_path / "seg.dcm").is_file()
+        return
+    assert code == 2 and len(err) == 1 and err[0].startswith("femurseg: error:"), err
+    assert not (tmp_path / "seg.dcm").exists()

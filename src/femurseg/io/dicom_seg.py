@@ -140,6 +140,11 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
     if unknown:
         raise InputError(f"the mask holds labels {unknown}; a femur mask holds 0, 1 (right femur) and 2 (left femur)")
     pixels = np.stack([labels[k] for k in frames]).astype(np.uint8)
+    missing = [k for k in ("FrameOfReferenceUID", "StudyInstanceUID", "SeriesInstanceUID", "PixelSpacing",
+                           "ImageOrientationPatient", "ImagePositionPatient") if not getattr(datasets[0], k, None)]
+    if missing:
+        raise InputError(f"{source_folder}: the source series lacks {', '.join(missing)}, which a DICOM SEG must "
+                         "reference; write the mask as .nii.gz instead")
 
     algorithm = hd.AlgorithmIdentificationSequence(
         name="femurseg", version=__version__, family=codes.cid7162.ArtificialIntelligence,
@@ -161,7 +166,22 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
             hd.sr.CodedConcept.from_code(laterality)
         ]
         descriptions.append(desc)
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, datasets, pixels, descriptions, __version__)
+    except (ValueError, AttributeError, TypeError, KeyError) as err:
+        raise InputError(f"{source_folder}: cannot build a DICOM SEG on this series ({str(err).splitlines()[0]}); "
+                         "write the mask as .nii.gz instead") from None
+    if tx is None:
+        with transaction(overwrite=True) as own:
+            seg.save_as(own.stage(path))
+    else:
+        seg.save_as(tx.stage(path))
+    return path
+
+
+def _segmentation(hd, datasets, pixels, descriptions, version):  # noqa: ANN001, ANN202 (highdicom objects)
+    """The highdicom Segmentation of the femur masks (binary, one segment per side)."""
+    return hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -172,14 +192,8 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
         instance_number=1,
         manufacturer="femurseg",
         manufacturer_model_name="femurseg V-Net",
-        software_versions=__version__,
+        software_versions=version,
         device_serial_number="none",
         series_description="femurseg proximal femur",
         omit_empty_frames=False,
     )
-    if tx is None:
-        with transaction(overwrite=True) as own:
-            seg.save_as(own.stage(path))
-    else:
-        seg.save_as(tx.stage(path))
-    return path

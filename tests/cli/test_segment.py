@@ -267,3 +267,35 @@ def test_dicom_seg_of_a_series_lacking_a_reference_tag_fails_in_one_line(tmp_pat
         return
     assert code == 2 and len(err) == 1 and err[0].startswith("femurseg: error:"), err
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_batch_resumes_with_skip_existing_counts_progress_and_draws_qc_pictures(tmp_path, capsys, bundles) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name, seed in (("a", 50), ("b", 51)):
+        sitk.WriteImage(synthetic_hip(seed=seed)[0], str(scans / f"{name}.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["segment", str(scans), "-o", str(out), "--qc-pictures", *bundles]) == 0
+    assert _listing(out) == ["a.nii.gz", "a_qc.png", "b.nii.gz", "b_qc.png", "summary.csv", "summary.json"]
+    err = capsys.readouterr().err
+    assert "[1/2] a:" in err and "[2/2] b:" in err
+    # A crash after case a: b's mask is gone; --skip-existing segments only b and keeps a as it was.
+    (out / "b.nii.gz").unlink()
+    before = (out / "a.nii.gz").stat().st_mtime_ns
+    assert main(["segment", str(scans), "-o", str(out), "--skip-existing", *bundles]) == 0
+    err = capsys.readouterr().err
+    assert "a: skipped" in err and "[2/2] b:" in err
+    assert (out / "a.nii.gz").stat().st_mtime_ns == before and (out / "b.nii.gz").is_file()
+    rows = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
+    assert [r["status"] for r in rows] == ["skipped", "ok"]
+
+
+def test_segment_many_is_a_library_function(tmp_path, bundles) -> None:
+    from femurseg.inference import Segmenter
+    from femurseg.inference.batch import segment_many
+
+    scan = tmp_path / "a.nii.gz"
+    sitk.WriteImage(synthetic_hip(seed=52)[0], str(scan))
+    seg = Segmenter(model=bundles[1], locator=bundles[3], device="cpu")
+    results = segment_many([("a", scan)], tmp_path / "out", segmenter=seg)
+    assert [r.status for r in results] == ["ok"] and (tmp_path / "out" / "a.nii.gz").is_file()

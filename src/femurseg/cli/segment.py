@@ -6,9 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-#: Endings of scan files collected from a folder of scans.
-_SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-_MASK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def _scan_endings() -> tuple[str, ...]:
+    """Endings of scan files collected from a folder of scans: the one list of what femurseg reads."""
+    from femurseg.io.read import FILE_FORMATS  # lazily: `femurseg --help` must not load SimpleITK
+
+    return tuple(FILE_FORMATS)
+
+
+def _mask_endings() -> tuple[str, ...]:
+    """Endings femurseg writes masks in: the one list of the writer."""
+    from femurseg.io.write import WRITE_FORMATS
+
+    return WRITE_FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", metavar="FILE.json", help="write the summary (volumes, confidence, timings) here")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--series-uid", metavar="UID", help="for a DICOM folder with several series: the one to read")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="batch: skip scans whose mask is already in OUTPUT (resume an interrupted batch)")
+    p.add_argument("--dicom-seg", action="store_true", help="batch: write <case>.dcm DICOM SEG for DICOM inputs")
+    p.add_argument("--qc-pictures", action="store_true",
+                   help="batch: also write <case>_qc.png, slices through a femoral head with the mask")
     p.set_defaults(func=run)
 
 
@@ -49,12 +65,12 @@ def _ending(name: str, endings: tuple[str, ...]) -> str | None:
 
 
 def _case_name(path: Path) -> str:
-    ending = _ending(path.name, _SCAN_ENDINGS)
+    ending = _ending(path.name, _scan_endings())
     return path.name[: -len(ending)] if ending else path.name
 
 
 def _scan_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _ending(p.name, _SCAN_ENDINGS) and
+    return sorted(p for p in folder.iterdir() if p.is_file() and _ending(p.name, _scan_endings()) and
                   not p.name.lower().endswith((".raw", ".zraw")))
 
 
@@ -121,7 +137,7 @@ def _unique(cases: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
 
 
 def _probability_path(mask_path: Path) -> Path:
-    ending = _ending(mask_path.name, _MASK_ENDINGS)
+    ending = _ending(mask_path.name, _mask_endings())
     if ending is None:  # a DICOM SEG output: probabilities go to NIfTI beside it
         return mask_path.with_name(mask_path.stem + "_probabilities.nii.gz")
     return mask_path.with_name(mask_path.name[: -len(ending)] + "_probabilities" + ending)
@@ -163,8 +179,8 @@ def _check_single_output(output: Path, source: Path, overwrite: bool, probabilit
     if output.suffix.lower() == ".dcm":
         if not source.is_dir():
             raise InputError(f"{output}: a DICOM SEG output (.dcm) needs a DICOM series folder as input, not {source}")
-    elif _ending(output.name, _MASK_ENDINGS) is None:
-        raise InputError(f"{output}: unknown output type; end the name with one of {', '.join(_MASK_ENDINGS)} or .dcm")
+    elif _ending(output.name, _mask_endings()) is None:
+        raise InputError(f"{output}: unknown output type; end the name with one of {', '.join(_mask_endings())} or .dcm")
     if not output.parent.is_dir():
         raise InputError(f"{output}: the folder {output.parent} does not exist")
     targets = [output] + ([_probability_path(output)] if probabilities else []) + ([summary] if summary else [])
@@ -193,7 +209,7 @@ def _describe(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from femurseg.errors import FemursegError, InputError
+    from femurseg.errors import InputError
     from femurseg.atomic import transaction
 
     cases, batch = _cases(args.inputs)
@@ -206,11 +222,12 @@ def run(args: argparse.Namespace) -> int:
     if batch:
         if output.exists() and not output.is_dir():
             raise InputError(f"{output} is a file; with several inputs OUTPUT must be a folder")
-        if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-            raise InputError(f"{output} exists and is not empty; pass --overwrite to write into it")
+        if output.is_dir() and any(output.iterdir()) and not (args.overwrite or args.skip_existing):
+            raise InputError(f"{output} exists and is not empty; pass --overwrite to write into it, or "
+                             "--skip-existing to resume a batch")
         if not output.parent.is_dir():
             raise InputError(f"{output}: the folder {output.parent} does not exist")
-        if summary_path is not None and summary_path.exists() and not args.overwrite:
+        if summary_path is not None and summary_path.exists() and not (args.overwrite or args.skip_existing):
             raise InputError(f"{summary_path} exists; pass --overwrite to replace it")
     else:
         _check_single_output(output, cases[0][1], args.overwrite, args.probabilities, summary_path)
@@ -253,48 +270,44 @@ def run(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(str(w) for w in written))
         return 0
 
-    from tqdm import tqdm
+    from femurseg.inference.batch import segment_many
 
-    output.mkdir(exist_ok=True)
-    summaries: list[dict] = []
-    rows: list[dict] = []
-    worst = 0
-    for name, source in tqdm(cases, desc="segment", unit="scan", file=sys.stderr, disable=None):
-        mask_path = output / f"{name}.nii.gz"
-        try:
-            result = segmenter.segment(source, probabilities=args.probabilities, series_uid=args.series_uid)
-        except FemursegError as err:
-            worst = max(worst, err.exit_code)
-            tqdm.write(f"femurseg: error: {source}: {err}", file=sys.stderr)
-            summaries.append({"case": name, "input": {"path": str(source)}, "error": str(err)})
-            rows.append({"case": name, "path": str(source), "status": "no femur" if err.exit_code == 3 else "error"})
-            continue
-        outputs = {"mask": str(mask_path)}
-        with transaction(overwrite=args.overwrite) as tx:  # a case's mask and probabilities land together
-            write_image(result.mask, mask_path, tx=tx)
-            if result.probabilities is not None:
-                outputs["probabilities"] = str(write_image(result.probabilities,
-                                                           output / f"{name}_probabilities.nii.gz", tx=tx))
-        result.summary["outputs"] = outputs
-        result.summary["case"] = name
-        summaries.append(result.summary)
-        sides = result.summary["sides"]
-        rows.append({
-            "case": name, "path": str(source), "status": "ok",
-            **{f"{s}_volume_ml": round(sides[s]["volume_ml"], 3) if sides[s]["present"] else "" for s in ("right", "left")},
-            **{f"{s}_confidence": round(sides[s]["confidence"], 4) if sides[s]["present"] else "" for s in ("right", "left")},
-            **{f"{s}_qc": (sides[s].get("qc") or {}).get("verdict", "") for s in ("right", "left")},
-            "seconds": result.summary["timings_s"]["total"],
-        })
-        tqdm.write(f"{name}: {_describe(result.summary)}", file=sys.stderr)
-    with transaction(overwrite=args.overwrite) as tx:
+    def progress(done: int, total: int, case) -> None:  # noqa: ANN001 (BatchCase)
+        if case.status == "ok":
+            line = f"[{done}/{total}] {case.name}: {_describe(case.summary)}"
+        elif case.status == "skipped":
+            line = f"[{done}/{total}] {case.name}: skipped (its mask exists)"
+        else:
+            line = f"[{done}/{total}] femurseg: error: {case.source}: {case.summary['error']}"
+        print(line, file=sys.stderr, flush=True)
+
+    results = segment_many(cases, output, segmenter=segmenter, probabilities=args.probabilities,
+                           overwrite=args.overwrite, skip_existing=args.skip_existing, series_uid=args.series_uid,
+                           dicom_seg=args.dicom_seg, qc_pictures=args.qc_pictures, progress=progress)
+    rows = [_row(c) for c in results]
+    with transaction(overwrite=True) as tx:  # the batch's own tables: rewritten on each run into the folder
         (tx.stage(summary_path or output / "summary.json")
-         .write_text(json.dumps({"cases": summaries}, indent=2) + "\n", encoding="utf-8"))
+         .write_text(json.dumps({"cases": [c.summary for c in results]}, indent=2) + "\n", encoding="utf-8"))
         _write_csv(rows, tx.stage(output / "summary.csv"))
-    ok = sum(r["status"] == "ok" for r in rows)
-    print(f"segmented {ok} of {len(rows)} scans; masks and summary.csv in {output}"
+    ok = sum(c.status in ("ok", "skipped") for c in results)
+    print(f"segmented {ok} of {len(results)} scans; masks and summary.csv in {output}"
           + (f", summary in {summary_path}" if summary_path else ""))
-    return worst
+    return max([c.exit_code for c in results] + [0])
+
+
+def _row(case) -> dict:  # noqa: ANN001 (BatchCase)
+    """One line of summary.csv."""
+    row = {"case": case.name, "path": str(case.source), "status": case.status}
+    if case.status != "ok":
+        return row
+    sides = case.summary["sides"]
+    for s in ("right", "left"):
+        present = sides[s]["present"]
+        row[f"{s}_volume_ml"] = round(sides[s]["volume_ml"], 3) if present else ""
+        row[f"{s}_confidence"] = round(sides[s]["confidence"], 4) if present else ""
+        row[f"{s}_qc"] = (sides[s].get("qc") or {}).get("verdict", "")
+    row["seconds"] = case.summary["timings_s"]["total"]
+    return row
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

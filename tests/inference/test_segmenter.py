@@ -270,3 +270,28 @@ def test_a_rejected_side_takes_no_voxel_from_the_other(segmenter) -> None:
     assert facts["left"]["qc"]["verdict"] == "reject" and not facts["left"]["present"]
     assert facts["right"]["present"] and _dice(mask == 1, right) > 0.99
     assert not (mask == 2).any()
+
+
+def test_metal_inside_a_femur_stays_inside_its_mask_and_qc_says_implant(segmenter) -> None:
+    """A stem in the femur's canal (metal ≥ 3000 HU) is part of that femur's mask; the side's QC reports it."""
+    from scipy import ndimage
+
+    image, truth = synthetic_hip(seed=16)
+    hu = sitk.GetArrayFromImage(image).astype(np.int16)
+    lab = sitk.GetArrayFromImage(truth)
+    inner = ndimage.binary_erosion(lab == 1, iterations=3)
+    zs = np.flatnonzero(inner.any(axis=(1, 2)))
+    stem = np.zeros_like(inner)
+    for z in zs[: max(1, len(zs) * 2 // 3)]:  # the lower two thirds: a stem in the shaft
+        yy, xx = np.nonzero(inner[z])
+        cy, cx = int(round(yy.mean())), int(round(xx.mean()))
+        stem[z, cy - 1:cy + 2, cx - 1:cx + 2] = inner[z, cy - 1:cy + 2, cx - 1:cx + 2]
+    assert stem.sum() > 20
+    hu[stem] = 3071
+    metal_image = sitk.GetImageFromArray(hu)
+    metal_image.CopyInformation(image)
+    result = segmenter.segment(metal_image)
+    mask = sitk.GetArrayFromImage(result.mask)
+    assert np.all(mask[stem] == 1)
+    qc = result.summary["sides"]["right"]["qc"]
+    assert qc["metal_ml"] > 0 and any("implant" in r for r in qc["reasons"])

@@ -116,3 +116,14 @@ def test_nan_values_are_refused(tmp_path, capsys) -> None:
     arr = np.full((20, 40, 40), np.nan, np.float32)
     scan = _scan(tmp_path / "s.mha", arr)  # (ITK's NIfTI reader turns NaN into 0)
     _fails_in_one_line(capsys, ["segment", str(scan), "-o", str(tmp_path / "m.nii.gz")], "NaN")
+
+
+def test_truncated_metaimage_gives_one_line_and_nothing_else(tmp_path, capfd) -> None:
+    full = tmp_path / "t.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 30, 40), np.int16)), str(full), False)
+    half = tmp_path / "h.mha"
+    data = full.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    assert main(["info", str(half)]) == 2
+    err = capfd.readouterr().err.strip().splitlines()  # capfd: also what C++ code prints on descriptor 2
+    assert len(err) == 1 and "truncated" in err[0], err

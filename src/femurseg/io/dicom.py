@@ -219,7 +219,8 @@ def choose_series(infos: list[SeriesInfo], *, series_uid: str | None = None) -> 
         log.warning("no CT series found; reading %s, values may not be HU", chosen.summary())
     if len(infos) > 1:
         others = "; ".join(s.summary() for s in infos if s is not chosen)
-        log.info("%d DICOM series found; chose %s (others: %s); pass series_uid to pick another", len(infos), chosen.summary(), others)
+        log.warning("%d DICOM series found; reading %s (others: %s); pass --series-uid to pick another", len(infos),
+                    chosen.summary(), others)
     else:
         log.info("reading DICOM series %s", chosen.summary())
     return chosen

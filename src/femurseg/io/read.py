@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
 import stat
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -198,10 +200,44 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
         _check_nifti(path)
     if series_uid is not None:
         log.warning("series_uid is ignored for %s, which is not a DICOM folder", path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    with _captured_stderr() as said:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as err:
+            image, lines = None, [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if image is None:
+        native = " ".join(ln.strip() for ln in said() if ln.strip())
+        if "not read completely" in native:
+            import re
+
+            m = re.search(r"ideal\s*=\s*(\d+)\s*:\s*actual\s*=\s*(\d+)", native)
+            sizes = (f"its header promises {int(m.group(1)):,} bytes of voxel data, the file holds "
+                     f"{int(m.group(2)):,}") if m else "the voxel data end early"
+            raise InputError(f"{path} is truncated: {sizes}; copy it again from its source")
         detail = lines[-1] if lines else "unknown error"
-        raise InputError(f"cannot read {path} as an image (damaged or not a {format_of(path)} file?): {detail}") from None
+        raise InputError(f"cannot read {path} as an image (damaged or not a {fmt} file?): {detail}") from None
     return _checked(image, path)
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Capture what C++ readers print on file descriptor 2 (MetaIO reports short data there, not in the exception):
+    yields a function returning the captured lines, so a failure becomes one line of ours and success stays quiet."""
+    import tempfile
+
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield lambda: lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())

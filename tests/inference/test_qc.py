@@ -149,3 +149,17 @@ def test_a_ball_without_a_femur_below_and_a_cut_straight_bone_are_rejected() -> 
     border = idx[(idx[:, 0] == 0) | (idx[:, 0] == SHAPE_ZYX[0] - 1)]
     qc = _assess(rod, border=border)
     assert qc.touches_border and qc.verdict == "reject" and any("neck" in r for r in qc.reasons)
+
+
+def test_a_cut_piece_without_a_head_is_checked_only_when_the_network_is_sure() -> None:
+    """Bone cut by the field of view with no head: a check when the network is sure of it, else nothing to report
+    (a piece of pelvis at the cut of a one-hip crop read as 'femur' at confidence 0.80)."""
+    fg = right_femur()
+    ix = int(round((92.0 - ORIGIN[0]) / SPACING))
+    fg[:, :, ix:] = False  # the scan's side edge cuts the head away
+    border = np.argwhere(fg)
+    border = border[border[:, 2] == border[:, 2].max()]
+    sure = _assess(fg, border=border, confidence=0.93)
+    assert not sure.head_found and sure.verdict == "check", sure.reasons
+    unsure = _assess(fg, border=border, confidence=0.80)
+    assert unsure.verdict == "reject" and any("unsure" in r for r in unsure.reasons)

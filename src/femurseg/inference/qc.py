@@ -247,7 +247,8 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     ``reject``: a speck; confidence below ``confidence[0]``; a measured neck offset below the minimum (a straight
     bone, even when cut by the field of view); the shape says the other side; no femoral head; a head with no bone
     40 mm under its centre.  The last three only ask for a ``check`` when the mask is cut by the field of view or
-    holds an implant (the head may be out of view or metal).
+    holds an implant (the head may be out of view or metal) — but a mask cut by the field of view with no head
+    and confidence below ``confidence[1]`` is rejected: nothing positive says it is a femur.
     ``check``: a volume outside ``volume_ml``; confidence below ``confidence[1]``; a mask cut by the field of
     view; an implant (metal in or at the mask).
     """
@@ -270,6 +271,10 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         what = ("no femoral head (sphere fit: " + (f"radius {qc.head_radius_mm:.1f} mm, residual "
                 f"{qc.head_residual_mm:.1f} mm)" if qc.head_radius_mm is not None else "failed)"))
         partial.append(what)
+        if qc.touches_border and qc.metal_ml < lim.min_metal_ml and qc.confidence < CONFIDENCE[1]:
+            # Cut by the field of view excuses a missing head only when the network is sure of the bone it saw.
+            reject.append("cut by the field of view with no femoral head and an unsure network: not a femur "
+                          "that can be reported")
     if qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
         # Measured, a straight bone is straight whatever cuts it (arms and legs run through the whole scan).
         reject.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "

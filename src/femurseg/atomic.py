@@ -30,6 +30,9 @@ from femurseg.errors import InputError
 
 __all__ = ["Transaction", "transaction", "write_bytes", "write_text", "remove_stale_staging", "STAGING_PATTERN"]
 
+#: errno values of a write that failed for lack of room or permission (ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EIO).
+_WRITE_ERRNOS = {28, 122, 27, 30, 13, 5}
+
 #: Names of staging folders: ``.femurseg-<pid>-<hex>.tmp``.
 STAGING_PATTERN = re.compile(r"^\.femurseg-(\d+)-[0-9a-f]{8}\.tmp$")
 
@@ -159,6 +162,19 @@ class Transaction:
             raise
         return [d for _, d in todo]
 
+    def destination_of(self, filename: object) -> Path | None:
+        """The destination a staged file (or its staging folder) stands for; None for other paths."""
+        if not isinstance(filename, (str, os.PathLike)):
+            return None
+        p = Path(filename)
+        for staged, dest in self._staged:
+            if p == staged:
+                return dest
+        for folder, staging in self._folders.items():
+            if p == staging or staging in p.parents:
+                return folder
+        return None
+
     def abort(self) -> None:
         """Remove every staging folder (always called by :func:`transaction`)."""
         for staging in self._folders.values():
@@ -173,6 +189,14 @@ def transaction(*, overwrite: bool) -> Iterator[Transaction]:
     try:
         yield tx
         tx.commit()
+    except OSError as err:
+        dest = tx.destination_of(err.filename)
+        if dest is None and err.filename is None and err.errno in _WRITE_ERRNOS and tx._staged:
+            # A write (not an open) failed: the error names no file; name the outputs being written.
+            dest = Path(", ".join(str(d) for _, d in tx._staged))
+        if dest is None:  # not one of ours (reading an input, say): not a write failure
+            raise
+        raise _fail(dest, err) from None
     finally:
         tx.abort()
 

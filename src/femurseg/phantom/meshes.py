@@ -237,7 +237,10 @@ def load_femur_mesh(path: str | os.PathLike, *, side: str, scale: float = 1.0): 
     except InputError:
         raise
     except Exception as exc:  # trimesh raises many kinds on malformed files
-        raise InputError(f"{p}: cannot read the mesh ({type(exc).__name__}: {exc})") from None
+        # (A garbage ASCII-looking STL sends trimesh guessing the text's encoding with an optional package; the
+        # import error says nothing to a user: the file is simply not a readable mesh.)
+        why = "" if isinstance(exc, ImportError) else f": {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        raise InputError(f"{p}: not a readable {kind.upper()} mesh (damaged, or another format?){why}") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) < 4:
         raise InputError(f"{p}: the mesh is empty")
     mesh.apply_scale(float(scale))

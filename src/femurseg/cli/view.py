@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: The region drawn around each femoral head centre: (below, above) [mm] along z (inferior, superior), y, x.
+VIEW_CROP_MM = ((140.0, 70.0), (90.0, 90.0), (110.0, 110.0))
+
+
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             title = (f"{name}: {side} femur {counts[value] * voxel_ml:.1f} mL, head at "
                      f"({', '.join(f'{v:.0f}' for v in centre)}) mm LPS")
             png = save_overlay(image, mask, Path(tmp) / f"{side}.png", center_xyz=[float(v) for v in centre],
-                               title=title)
+                               title=title, crop_mm=VIEW_CROP_MM)
             rows.append(mpimg.imread(png)[..., :3])
         width = max(r.shape[1] for r in rows)
         picture = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)

@@ -54,6 +54,7 @@ def save_overlay(
     window: tuple[float, float] = (250.0, 1400.0),
     label_names: dict[int, str] | None = None,
     dpi: int = 110,
+    crop_mm: tuple[tuple[float, float], ...] | None = None,
 ) -> Path:
     """Save a PNG of three orthogonal slices of ``image`` with the contours of ``labels``.
 
@@ -75,6 +76,9 @@ def save_overlay(
         Legend names by label value (default: femurseg's femur labels).
     dpi : int
         Resolution of the PNG.
+    crop_mm : ((below, above) [mm] for z, y, x), optional
+        Show only this region around the centre (e.g. the proximal femur), so it fills the picture; default: the
+        whole scan.
 
     Returns
     -------
@@ -104,6 +108,17 @@ def save_overlay(
     else:
         c = np.round(grid.world_to_index(np.asarray(center_xyz, float))).astype(int)
     c = np.clip(c, 0, np.asarray(ct.shape) - 1)
+    if crop_mm is not None:
+        # Only the region around the centre: (below, above) [mm] per array axis z, y, x.
+        box = []
+        for axis, (before, after) in enumerate(crop_mm):
+            sp = grid.spacing_zyx[axis]
+            a = max(0, int(c[axis] - round(before / sp)))
+            b = min(ct.shape[axis], int(c[axis] + round(after / sp)) + 1)
+            box.append(slice(a, b))
+        ct = ct[tuple(box)]
+        lab = None if lab is None else lab[tuple(box)]
+        c = c - np.array([s.start for s in box])
     dz, dy, dx = grid.spacing_zyx
     nz, ny, nx = ct.shape
     lo, hi = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
@@ -117,9 +132,11 @@ def save_overlay(
                 "sagittal")
     widths = [nx * dx, nx * dx, ny * dy]
     heights = [ny * dy, nz * dz, nz * dz]
-    scale = 9.0 / max(heights)
-    fig, axes = plt.subplots(1, 3, figsize=(sum(widths) * scale * 0.42 + 0.6, max(heights) * scale * 0.48 + 0.9),
-                             gridspec_kw={"width_ratios": widths}, facecolor="black")
+    scale = 11.0 / sum(widths)  # inches per mm: the three panels side by side fill 11 inches
+    fig_h = max(heights) * scale + 0.9
+    fig, axes = plt.subplots(1, 3, figsize=(sum(widths) * scale + 0.4, fig_h),
+                             gridspec_kw={"width_ratios": widths, "wspace": 0.03}, facecolor="black")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.45 / fig_h, top=1.0 - 0.45 / fig_h)
     for ax, (pic, lb, ext, letters, name) in zip(axes, (axial, coronal, sagittal)):
         ax.imshow(pic, cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
         if lb is not None:

@@ -299,3 +299,17 @@ def test_segment_many_is_a_library_function(tmp_path, bundles) -> None:
     seg = Segmenter(model=bundles[1], locator=bundles[3], device="cpu")
     results = segment_many([("a", scan)], tmp_path / "out", segmenter=seg)
     assert [r.status for r in results] == ["ok"] and (tmp_path / "out" / "a.nii.gz").is_file()
+
+
+def test_a_folder_of_patient_subfolders_is_a_batch_and_needs_an_output_folder(tmp_path, capsys, bundles) -> None:
+    root = tmp_path / "patients"
+    for name, seed in (("p1", 60), ("p2", 61)):
+        image, _ = synthetic_hip(seed=seed, shape_zyx=(40, 48, 56))
+        d = np.asarray(image.GetDirection()).reshape(3, 3)
+        write_ct_series(root / name, sitk.GetArrayFromImage(image), spacing_xyz=image.GetSpacing(),
+                        origin_xyz=image.GetOrigin(), row_dir=d[:, 0], col_dir=d[:, 1], series=name)
+    assert main(["segment", str(root), "-o", str(tmp_path / "again.nii.gz"), *bundles]) == 2
+    assert "output folder" in _one_error_line(capsys)
+    assert not (tmp_path / "again.nii.gz").exists()
+    assert main(["segment", str(root), "-o", str(tmp_path / "masks"), *bundles]) == 0
+    assert _listing(tmp_path / "masks") == ["p1.nii.gz", "p2.nii.gz", "summary.csv", "summary.json"]

@@ -74,6 +74,21 @@ def _scan_files(folder: Path) -> list[Path]:
                   not p.name.lower().endswith((".raw", ".zraw")))
 
 
+def _series_subfolders(folder: Path) -> list[Path]:
+    """Subfolders that each hold DICOM files, when ``folder`` itself holds none (a folder of patients or series)."""
+    from femurseg.io.dicom import is_dicom_file
+
+    def first_dicom(d: Path) -> bool:
+        for f in sorted(d.rglob("*"))[:50]:
+            if f.is_file() and is_dicom_file(f):
+                return True
+        return False
+
+    if any(f.is_file() and is_dicom_file(f) for f in sorted(folder.iterdir())[:50]):
+        return []
+    return [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".") and first_dicom(d)]
+
+
 def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
     """(case name, path) of every scan, and whether the run is a batch (output is a folder)."""
     import csv
@@ -119,6 +134,9 @@ def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
                     raise InputError(f"{p} holds DICOM files and image files ({files[0].name}, ...); give the DICOM "
                                      "series or the image files, each from a folder of its own")
                 return _unique([(_case_name(f), f) for f in files]), True
+            series_dirs = _series_subfolders(p)
+            if len(series_dirs) >= 2:  # a folder of patients / series, one per subfolder: a batch
+                return _unique([(d.name, d) for d in series_dirs]), True
         return [(_case_name(p), p)], False
     return _unique([(_case_name(p), p) for p in paths]), True
 
@@ -222,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
     if batch:
         if output.exists() and not output.is_dir():
             raise InputError(f"{output} is a file; with several inputs OUTPUT must be a folder")
+        if not output.exists() and (_ending(output.name, _mask_endings()) or output.suffix.lower() == ".dcm"):
+            raise InputError(f"{len(cases)} scans ({', '.join(n for n, _ in cases[:3])}{', ...' if len(cases) > 3 else ''})"
+                             f" need an output folder, not the file name {output.name}; give one scan, or a folder")
         if output.is_dir() and any(output.iterdir()) and not (args.overwrite or args.skip_existing):
             raise InputError(f"{output} exists and is not empty; pass --overwrite to write into it, or "
                              "--skip-existing to resume a batch")

@@ -272,15 +272,19 @@ class Segmenter:
         )
 
     def _roi_options(self, shape_zyx: tuple[int, ...]) -> WindowOptions:
-        """The fine model's windows over an ROI: the bundle's inference window, or in ``fast`` mode the ROI itself
-        (capped)."""
-        if not self.fast:
-            return self.model_options
+        """The fine model's windows over an ROI: the bundle's inference window, shrunk along every axis where the ROI
+        is smaller (rounded up to the network's stride, never under the training patch: padding an ROI up to the
+        window would only compute padding), or in ``fast`` mode the ROI itself (capped)."""
         m = 2 ** self.model_bundle.config.depth
         trained = self.model_bundle.preprocessing.patch_size_zyx
-        cap = max(m, FAST_MAX_WINDOW // m * m)
-        patch = tuple(max(int(p), min(cap, -(-int(s) // m) * m)) for s, p in zip(shape_zyx, trained))
-        return replace(self.model_options, patch_size_zyx=patch, batch_size=1)
+        window = self.model_options.patch_size_zyx
+        if self.fast:
+            cap = max(m, FAST_MAX_WINDOW // m * m)
+            window = (cap,) * 3
+        patch = tuple(max(int(p), min(int(w), -(-int(s) // m) * m)) for s, w, p in zip(shape_zyx, window, trained))
+        if self.fast or patch != tuple(trained):
+            return replace(self.model_options, patch_size_zyx=patch, batch_size=1)
+        return self.model_options
 
     def segment(self, image: sitk.Image | str | os.PathLike[str], *, probabilities: bool = False,
                 series_uid: str | None = None) -> SegmentationResult:

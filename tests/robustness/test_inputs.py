@@ -127,3 +127,9 @@ def test_truncated_metaimage_gives_one_line_and_nothing_else(tmp_path, capfd) ->
     assert main(["info", str(half)]) == 2
     err = capfd.readouterr().err.strip().splitlines()  # capfd: also what C++ code prints on descriptor 2
     assert len(err) == 1 and "truncated" in err[0], err
+
+
+def test_info_says_when_a_volume_is_all_nan(tmp_path, capsys) -> None:
+    scan = _scan(tmp_path / "s.mha", np.full((20, 40, 40), np.nan, np.float32))
+    assert main(["info", str(scan)]) == 0
+    assert "all NaN" in capsys.readouterr().out

@@ -81,6 +81,9 @@ DEFAULT_EXTENT_MM: float = 120.0
 _PADDING_HU: float = -1500.0
 #: How far the region of interest reaches under the distal limit [mm] (the locator's box top is not exact).
 _EXTENT_ROI_SLACK_MM: float = 20.0
+#: Smallest bone [mL] in a first, extent-limited ROI taken as the femur's top (a head alone is ~50 mL); less means
+#: the located box reached far above the femur and the ROI grows to the box's bottom.
+_FIRST_ROI_FEMUR_ML: float = 30.0
 #: How far an ROI's downward extension reaches up into the part already run [mm] (context for the network).
 _EXTENSION_CONTEXT_MM: float = 32.0
 
@@ -421,17 +424,24 @@ class Segmenter:
         fg, options = self._infer_grid(image, box.side, grid, t)
         n_windows = _n_windows(fg.shape, options)
         if self.extent_mm is not None and lower[2] > float(box.lower_xyz[2]):
-            # The ROI stopped under the LOCATED top; if the femur's top (from the fine model) lies lower (the
-            # locator's box reached into the pelvis), the ROI grows down to the true extent (the slab only).
-            zs = np.flatnonzero(largest_component(fg >= 0.5).any(axis=(1, 2)))  # the femur, not specks above it
-            if zs.size:
+            # The ROI stopped under the LOCATED top.  If the femur's top (from the fine model) lies lower (the
+            # locator's box reached into the pelvis), the ROI grows down to the true extent; if the ROI holds no
+            # femur-sized bone at all (the box reached far up), down to the located box's bottom.  The slab only.
+            piece = largest_component(fg >= 0.5)  # the femur, not specks above it
+            zs = np.flatnonzero(piece.any(axis=(1, 2)))
+            voxel_ml = float(np.prod(grid.spacing_zyx)) / 1000.0
+            need = None
+            if zs.size and float(piece.sum()) * voxel_ml >= _FIRST_ROI_FEMUR_ML:
                 top = grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0]  # identity-direction LPS grid
-                need = max(float(box.lower_xyz[2]), top - self.extent_mm - _EXTENT_ROI_SLACK_MM)
-                if grid.origin_xyz[2] > top - self.extent_mm and need < lower[2]:  # the ROI ends above the cut
-                    pre = self.model_bundle.preprocessing
-                    bottom = need - pre.roi_margin_mm - self.locator_uncertainty_mm
-                    grid, fg, extra = self._extend_down(image, box.side, grid, fg, bottom, t)
-                    n_windows += extra
+                if grid.origin_xyz[2] > top - self.extent_mm:  # the ROI ends above the cut
+                    need = max(float(box.lower_xyz[2]), top - self.extent_mm - _EXTENT_ROI_SLACK_MM)
+            else:
+                need = float(box.lower_xyz[2])
+            if need is not None and need < lower[2]:
+                pre = self.model_bundle.preprocessing
+                bottom = need - pre.roi_margin_mm - self.locator_uncertainty_mm
+                grid, fg, extra = self._extend_down(image, box.side, grid, fg, bottom, t)
+                n_windows += extra
         rois[box.side] = {"roi_shape_zyx": [int(n) for n in fg.shape], "window_zyx": list(options.patch_size_zyx),
                           "windows": n_windows}
 

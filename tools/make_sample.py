@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=6.0, help="noise sigma [HU]")
     args = ap.parse_args(argv)
 
-    from femurseg import __version__
+    from femurseg._version import __version__
     from femurseg.io import write_image
     from femurseg.phantom.generate import PhantomOptions, generate
 
@@ -48,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ct_path = write_image(case.scan, args.out / "sample_ct.nii.gz")
     lab_path = write_image(case.labels, args.out / "sample_labels.nii.gz")
     facts = dict(case.facts, generator_options=options.to_dict(), femurseg_version=__version__)
-    facts_path = args.out / "sample_facts.json"
-    tmp = facts_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(facts_path)
+    from femurseg.atomic import write_text
+
+    facts_path = write_text(args.out / "sample_facts.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
     total = sum(p.stat().st_size for p in (ct_path, lab_path, facts_path))
     print(f"seed {seed}: {case.scan.GetSize()} voxels at {case.scan.GetSpacing()} mm; "
           f"{ct_path.stat().st_size / 2**20:.2f} + {lab_path.stat().st_size / 2**20:.2f} MB; "

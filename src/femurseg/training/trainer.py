@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -318,9 +319,6 @@ def fit(
     ranks).  Under torchrun (``RANK``/``WORLD_SIZE`` set) this joins the process group and trains data-parallel; see
     :mod:`femurseg.training.distributed`.
     """
-    from femurseg.models.vnet import build_vnet
-    from femurseg.training.loss import CompoundLoss, param_groups
-
     data_dir = Path(data_dir) if isinstance(data_dir, (str, Path)) else [Path(d) for d in data_dir]
     run_dir = Path(run_dir)
     want = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -333,166 +331,231 @@ def fit(
             )
         threads = config.num_threads or max(1, (os.cpu_count() or 1) // dist_info.local_world_size)
         torch.set_num_threads(threads)
-
-        ckpt_dir = run_dir / "checkpoints"
-        last_path = ckpt_dir / "last.pt"
-        if resume:
-            if not last_path.is_file():
-                raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.pt); drop --resume to start")
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            raise InputError(f"{run_dir}: the run folder is not empty; use --resume to continue it, or a new folder")
+        _check_run_dir(run_dir, resume)
         # Every rank checks before anyone writes, so the ranks agree on the run folder's state.
         barrier(dist_info)
         records = find_cases(data_dir)
         train_rec, val_rec = split_cases(records, val_fraction=config.val_fraction, val_cases=config.val_cases, seed=config.seed)
         meta = _run_meta(config, data_dir=data_dir, dist_info=dist_info, device=device,
                          train_ids=[r.case_id for r in train_rec], val_ids=[r.case_id for r in val_rec])
-        init_bundle = None
-        if resume:
-            from femurseg.config import read_json
-
-            saved = read_json(run_dir / "config.json")
-            _check_resumable(saved, config, run_dir)
-            meta["initialised_from"] = saved.get("initialised_from")
-        elif config.init_weights is not None:
-            # Loaded once, here: a wrong bundle fails before the cases are prepared.
-            init_bundle = _load_init_bundle(config)
-            meta["initialised_from"] = _lineage(init_bundle)
-        if dist_info.is_main:
-            from femurseg.config import save_json
-
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_json(meta, run_dir / "config.json")
-        context_mm = config.augmentation.roi_jitter_mm + _ROTATION_CONTEXT_MM
-        pp = config.preprocessing
-        cache = run_dir / "cache"
-        # Rank 0 prepares (and caches) the cases; the others then read the cache.
-        volumes: list[Volume] = []
-        if dist_info.is_main:
-            volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache, progress=progress)
-        barrier(dist_info)
-        if not dist_info.is_main:
-            volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache)
-        val_ids = {r.case_id for r in val_rec}
-        train_vol = [v for v in volumes if v.case_id not in val_ids]
-        val_vol = [v for v in volumes if v.case_id in val_ids]
+        init_bundle = _start_run(config, run_dir, meta, resume=resume, dist_info=dist_info)
+        train_vol, val_vol = _prepare_data(config, records, val_rec, run_dir=run_dir, dist_info=dist_info,
+                                           progress=progress)
         if not train_vol:
             raise InputError(f"{data_dir}: no volume to train on in the training cases (no femur)")
         log.info("training on %d cases (%d volumes), validating on %d cases; device %s, %d rank(s)",
                  len(train_rec), len(train_vol), len(val_rec), device, dist_info.world_size)
-
-        model = build_vnet(config.network, seed=config.seed).to(device)
-        if init_bundle is not None:
-            model.load_state_dict(init_bundle.model.state_dict())
-            log.info("initial weights from %s (sha256 %s)", init_bundle.path, init_bundle.meta.get("weights_sha256"))
-            del init_bundle
-        raw_model = model
-        if dist_info.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                raw_model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        criterion = CompoundLoss(l2_lambda=config.l2_lambda, kind=config.loss)
-        groups = param_groups(raw_model, config.weight_decay)
-        if config.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
-        else:
-            optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: lr_factor(s, steps=config.steps, warmup_steps=config.warmup_steps, schedule=config.schedule),
-        )
-
-        start, elapsed0 = 0, 0.0
-        best: dict[str, Any] = {"dice": -1.0, "step": 0, "metrics": {}}
-        log_path = run_dir / "log.csv"
-        if resume:
-            ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-            raw_model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            start, elapsed0, best = int(ckpt["step"]), float(ckpt["elapsed"]), ckpt["best"]
-            rng = ckpt["rng"] if dist_info.rank == 0 else torch.load(ckpt_dir / f"rng_rank{dist_info.rank}.pt", weights_only=False)
-            _set_rng_state(rng["state"] if "state" in rng else rng)
-            if dist_info.is_main:
-                _truncate_log(log_path, start)
-            log.info("resumed %s at step %d", run_dir, start)
-        else:
-            torch.manual_seed(config.seed)
-            random.seed(config.seed)
-            np.random.seed(config.seed % 2**32)
-            if dist_info.is_main:
-                _write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
+        parts = _build(config, device, dist_info, init_bundle)
+        del init_bundle
+        state = _restore_or_seed(config, run_dir, parts, resume=resume, dist_info=dist_info)
         barrier(dist_info)
-
-        num_classes = 2 if pp.task == "femur" else 3
-        dataset = PatchDataset(
-            train_vol, patch_size_zyx=tuple(pp.patch_size_zyx), hu_window=tuple(pp.hu_window),
-            augmentation=config.augmentation, foreground_fraction=config.foreground_fraction,
-            num_classes=num_classes, seed=config.seed, length=config.steps * config.batch_size,
-            roi_jitter_mm=config.augmentation.roi_jitter_mm if pp.task == "femur" else 0.0,
-        )
-        sampler = _StepBatches(start=start, steps=config.steps, batch_size=config.batch_size,
-                               rank=dist_info.rank, world_size=dist_info.world_size)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=config.num_workers,
-            worker_init_fn=_worker_init if config.num_workers else None,
-            pin_memory=device.type == "cuda", persistent_workers=False,
-        )
-        bar = None
-        if progress and dist_info.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=config.steps, initial=start, desc="training", unit="step")
-        t0 = time.perf_counter()
-        model.train()
-        step = start
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, terms, lr = _train_step(model, criterion, raw_model, optimizer, scheduler, x, y, config=config, device=device)
-            loss_v, dice_v, l2_v, ce_v = mean_over_ranks([float(loss), terms["dice"], terms["l2"], terms["ce"]], dist_info, device)
-            step += 1
-            row: dict[str, Any] = {"step": step, "lr": lr, "loss": loss_v, "dice": dice_v, "l2": l2_v, "ce": ce_v}
-            last = step == config.steps
-            if (step % config.val_every == 0 or last) and val_vol:
-                if dist_info.is_main:
-                    metrics = validate(raw_model, val_vol, config=config, device=device)
-                    row.update(val_dice_right=metrics["dice_right"], val_dice_left=metrics["dice_left"], val_dice=metrics["dice"])
-                    if not math.isnan(metrics["dice"]) and metrics["dice"] > best["dice"]:
-                        best = {"dice": metrics["dice"], "step": step, "metrics": metrics}
-                        _save_torch({"step": step, "model": raw_model.state_dict(), "metrics": metrics}, ckpt_dir / "best.pt")
-                    log.info("step %d: validation Dice right %.4f left %.4f", step, metrics["dice_right"], metrics["dice_left"])
-                barrier(dist_info)
-            row["seconds"] = elapsed0 + time.perf_counter() - t0
-            if dist_info.is_main:
-                with log_path.open("a", encoding="utf-8") as fh:
-                    fh.write(",".join(_fmt(row.get(c)) for c in LOG_COLUMNS) + "\n")
-            if step % config.checkpoint_every == 0 or last:
-                rng = _rng_state()
-                if not dist_info.is_main:
-                    _save_torch({"step": step, "state": rng}, ckpt_dir / f"rng_rank{dist_info.rank}.pt")
-                barrier(dist_info)
-                if dist_info.is_main:
-                    _save_torch(
-                        {"step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": rng, "best": best,
-                         "elapsed": row["seconds"], "data_stream": {"seed": config.seed, "next_patch": step * config.batch_size}},
-                        last_path,
-                    )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_v:.4f}")
-        if bar is not None:
-            bar.close()
-        elapsed = elapsed0 + time.perf_counter() - t0
-
+        best, elapsed = _train_loop(config, parts, state, train_vol, val_vol, run_dir=run_dir, device=device,
+                                    dist_info=dist_info, progress=progress)
         bundle = run_dir / "model"
         if dist_info.is_main:
-            _export(raw_model, config, run_dir=run_dir, best=best, meta=meta, elapsed=elapsed, device=device,
+            _export(parts.raw_model, config, run_dir=run_dir, best=best, meta=meta, elapsed=elapsed, device=device,
                     world_size=dist_info.world_size, n_train=len(train_rec), n_val=len(val_rec))
         barrier(dist_info)
         return bundle
     finally:
         cleanup(dist_info)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """A resumed run needs its last checkpoint; a new run needs a new or empty folder."""
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.pt); drop --resume to start")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir}: the run folder is not empty; use --resume to continue it, or a new folder")
+
+
+def _start_run(config: TrainConfig, run_dir: Path, meta: dict, *, resume: bool, dist_info: Any) -> Any:
+    """Check a resumed run's configuration or load the initial weights; rank 0 writes ``config.json``.  Returns the
+    initial-weights bundle (None when resuming or starting from random weights)."""
+    init_bundle = None
+    if resume:
+        from femurseg.config import read_json
+
+        saved = read_json(run_dir / "config.json")
+        _check_resumable(saved, config, run_dir)
+        meta["initialised_from"] = saved.get("initialised_from")
+    elif config.init_weights is not None:
+        # Loaded once, here: a wrong bundle fails before the cases are prepared.
+        init_bundle = _load_init_bundle(config)
+        meta["initialised_from"] = _lineage(init_bundle)
+    if dist_info.is_main:
+        from femurseg.config import save_json
+
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_json(meta, run_dir / "config.json")
+    return init_bundle
+
+
+def _prepare_data(config: TrainConfig, records: list, val_rec: list, *, run_dir: Path, dist_info: Any,
+                  progress: bool) -> tuple[list[Volume], list[Volume]]:
+    """(training volumes, validation volumes): rank 0 prepares and caches the cases, the others read the cache."""
+    context_mm = config.augmentation.roi_jitter_mm + _ROTATION_CONTEXT_MM
+    pp = config.preprocessing
+    cache = run_dir / "cache"
+    volumes: list[Volume] = []
+    if dist_info.is_main:
+        volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache, progress=progress)
+    barrier(dist_info)
+    if not dist_info.is_main:
+        volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache)
+    val_ids = {r.case_id for r in val_rec}
+    return [v for v in volumes if v.case_id not in val_ids], [v for v in volumes if v.case_id in val_ids]
+
+
+@dataclass
+class _Parts:
+    """What one training run optimises: the network (DDP-wrapped or not), its raw module, loss, optimiser,
+    schedule."""
+
+    model: torch.nn.Module
+    raw_model: torch.nn.Module
+    criterion: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+def _build(config: TrainConfig, device: torch.device, dist_info: Any, init_bundle: Any) -> _Parts:
+    from femurseg.models.vnet import build_vnet
+    from femurseg.training.loss import CompoundLoss, param_groups
+
+    raw_model = build_vnet(config.network, seed=config.seed).to(device)
+    if init_bundle is not None:
+        raw_model.load_state_dict(init_bundle.model.state_dict())
+        log.info("initial weights from %s (sha256 %s)", init_bundle.path, init_bundle.meta.get("weights_sha256"))
+    model = raw_model
+    if dist_info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    criterion = CompoundLoss(l2_lambda=config.l2_lambda, kind=config.loss)
+    groups = param_groups(raw_model, config.weight_decay)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    else:
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, steps=config.steps, warmup_steps=config.warmup_steps, schedule=config.schedule),
+    )
+    return _Parts(model, raw_model, criterion, optimizer, scheduler)
+
+
+def _restore_or_seed(config: TrainConfig, run_dir: Path, parts: _Parts, *, resume: bool,
+                     dist_info: Any) -> dict[str, Any]:
+    """Resume from the last checkpoint (weights, optimiser, schedule, RNG, log) or seed a new run; returns
+    ``{"start", "elapsed0", "best"}``."""
+    ckpt_dir = run_dir / "checkpoints"
+    log_path = run_dir / "log.csv"
+    state: dict[str, Any] = {"start": 0, "elapsed0": 0.0, "best": {"dice": -1.0, "step": 0, "metrics": {}}}
+    if resume:
+        ckpt = torch.load(ckpt_dir / "last.pt", map_location="cpu", weights_only=False)
+        parts.raw_model.load_state_dict(ckpt["model"])
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+        parts.scheduler.load_state_dict(ckpt["scheduler"])
+        state = {"start": int(ckpt["step"]), "elapsed0": float(ckpt["elapsed"]), "best": ckpt["best"]}
+        rng = ckpt["rng"] if dist_info.rank == 0 else torch.load(ckpt_dir / f"rng_rank{dist_info.rank}.pt", weights_only=False)
+        _set_rng_state(rng["state"] if "state" in rng else rng)
+        if dist_info.is_main:
+            _truncate_log(log_path, state["start"])
+        log.info("resumed %s at step %d", run_dir, state["start"])
+    else:
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        if dist_info.is_main:
+            _write_text(log_path, ",".join(LOG_COLUMNS) + "\n")
+    return state
+
+
+def _loader(config: TrainConfig, train_vol: list[Volume], start: int, device: torch.device,
+            dist_info: Any) -> torch.utils.data.DataLoader:
+    """Batches of augmented patches from step ``start`` on, this rank's share of each global batch."""
+    pp = config.preprocessing
+    dataset = PatchDataset(
+        train_vol, patch_size_zyx=tuple(pp.patch_size_zyx), hu_window=tuple(pp.hu_window),
+        augmentation=config.augmentation, foreground_fraction=config.foreground_fraction,
+        num_classes=2 if pp.task == "femur" else 3, seed=config.seed, length=config.steps * config.batch_size,
+        roi_jitter_mm=config.augmentation.roi_jitter_mm if pp.task == "femur" else 0.0,
+    )
+    sampler = _StepBatches(start=start, steps=config.steps, batch_size=config.batch_size,
+                           rank=dist_info.rank, world_size=dist_info.world_size)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=config.num_workers,
+        worker_init_fn=_worker_init if config.num_workers else None,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+
+
+def _train_loop(config: TrainConfig, parts: _Parts, state: dict[str, Any], train_vol: list[Volume],
+                val_vol: list[Volume], *, run_dir: Path, device: torch.device, dist_info: Any,
+                progress: bool) -> tuple[dict[str, Any], float]:
+    """Train from ``state["start"]`` to ``config.steps``: log every step, validate and checkpoint on schedule.
+    Returns (the best validation record, the run's total seconds)."""
+    ckpt_dir = run_dir / "checkpoints"
+    log_path = run_dir / "log.csv"
+    start, elapsed0, best = state["start"], state["elapsed0"], state["best"]
+    loader = _loader(config, train_vol, start, device, dist_info)
+    bar = None
+    if progress and dist_info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc="training", unit="step")
+    t0 = time.perf_counter()
+    parts.model.train()
+    step = start
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, terms, lr = _train_step(parts.model, parts.criterion, parts.raw_model, parts.optimizer, parts.scheduler,
+                                      x, y, config=config, device=device)
+        loss_v, dice_v, l2_v, ce_v = mean_over_ranks([float(loss), terms["dice"], terms["l2"], terms["ce"]], dist_info, device)
+        step += 1
+        row: dict[str, Any] = {"step": step, "lr": lr, "loss": loss_v, "dice": dice_v, "l2": l2_v, "ce": ce_v}
+        last = step == config.steps
+        if (step % config.val_every == 0 or last) and val_vol:
+            if dist_info.is_main:
+                metrics = validate(parts.raw_model, val_vol, config=config, device=device)
+                row.update(val_dice_right=metrics["dice_right"], val_dice_left=metrics["dice_left"], val_dice=metrics["dice"])
+                if not math.isnan(metrics["dice"]) and metrics["dice"] > best["dice"]:
+                    best = {"dice": metrics["dice"], "step": step, "metrics": metrics}
+                    _save_torch({"step": step, "model": parts.raw_model.state_dict(), "metrics": metrics},
+                                ckpt_dir / "best.pt")
+                log.info("step %d: validation Dice right %.4f left %.4f", step, metrics["dice_right"], metrics["dice_left"])
+            barrier(dist_info)
+        row["seconds"] = elapsed0 + time.perf_counter() - t0
+        if dist_info.is_main:
+            with log_path.open("a", encoding="utf-8") as fh:
+                fh.write(",".join(_fmt(row.get(c)) for c in LOG_COLUMNS) + "\n")
+        if step % config.checkpoint_every == 0 or last:
+            _checkpoint(config, parts, step=step, best=best, seconds=row["seconds"], ckpt_dir=ckpt_dir,
+                        dist_info=dist_info)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.4f}")
+    if bar is not None:
+        bar.close()
+    return best, elapsed0 + time.perf_counter() - t0
+
+
+def _checkpoint(config: TrainConfig, parts: _Parts, *, step: int, best: dict, seconds: float, ckpt_dir: Path,
+                dist_info: Any) -> None:
+    """``last.pt`` (rank 0: weights, optimiser, schedule, RNG, best so far) and each other rank's RNG state."""
+    rng = _rng_state()
+    if not dist_info.is_main:
+        _save_torch({"step": step, "state": rng}, ckpt_dir / f"rng_rank{dist_info.rank}.pt")
+    barrier(dist_info)
+    if dist_info.is_main:
+        _save_torch(
+            {"step": step, "model": parts.raw_model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+             "scheduler": parts.scheduler.state_dict(), "rng": rng, "best": best,
+             "elapsed": seconds, "data_stream": {"seed": config.seed, "next_patch": step * config.batch_size}},
+            ckpt_dir / "last.pt",
+        )
 
 
 def _export(raw_model, config: TrainConfig, *, run_dir: Path, best: dict, meta: dict, elapsed: float,  # noqa: ANN001

@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--extent", default=None, metavar="MM|full",
                    help="distal limit of the mask below the top of the femoral head [mm] (default 120), or 'full' "
                    "for the whole femur in view")
-    p.add_argument("--fast", action="store_true", help="no window overlap: ~3x faster, slightly rougher")
+    p.add_argument("--fast", action="store_true",
+                   help="no window overlap where an ROI needs several windows (faster on long or wide ROIs; the "
+                   "same when one window holds the ROI, as for a hip scan at the default extent)")
     p.add_argument("--tta", action="store_true",
                    help="mirror-flip test-time augmentation over the mirror axes the model was trained with")
     p.add_argument("--probabilities", action="store_true",

@@ -281,9 +281,9 @@ class Segmenter:
         m = 2 ** self.model_bundle.config.depth
         trained = self.model_bundle.preprocessing.patch_size_zyx
         window = self.model_options.patch_size_zyx
-        if self.fast:
+        if self.fast:  # as large as the bundle's window allows, and at least FAST_MAX_WINDOW
             cap = max(m, FAST_MAX_WINDOW // m * m)
-            window = (cap,) * 3
+            window = tuple(max(cap, int(w)) for w in window)
         patch = tuple(max(int(p), min(int(w), -(-int(s) // m) * m)) for s, w, p in zip(shape_zyx, window, trained))
         if self.fast or patch != tuple(trained):
             return replace(self.model_options, patch_size_zyx=patch, batch_size=1)

@@ -169,10 +169,3 @@ def rows_csv_text(rows: list[dict]) -> str:
     for r in rows:
         writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
     return buf.getvalue()
-
-
-def write_rows_csv(rows: list[dict], path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write per-case rows as CSV, atomically."""
-    from femurseg.atomic import write_text
-
-    return write_text(path, rows_csv_text(rows), overwrite=overwrite)

@@ -277,7 +277,8 @@ class Segmenter:
     def _roi_options(self, shape_zyx: tuple[int, ...]) -> WindowOptions:
         """The fine model's windows over an ROI: the bundle's inference window, shrunk along every axis where the ROI
         is smaller (rounded up to the network's stride, never under the training patch: padding an ROI up to the
-        window would only compute padding), or in ``fast`` mode the ROI itself (capped)."""
+        window would only compute padding).  ``fast`` mode takes windows at least :data:`FAST_MAX_WINDOW` wide and
+        no overlap."""
         m = 2 ** self.model_bundle.config.depth
         trained = self.model_bundle.preprocessing.patch_size_zyx
         window = self.model_options.patch_size_zyx
@@ -370,11 +371,16 @@ class Segmenter:
         """
         return 2.0 * max(self.locator_bundle.preprocessing.target_spacing_zyx)
 
+    @property
+    def _roi_margin_mm(self) -> float:
+        """Margin around a located box [mm]: the fine model's ROI margin plus the locator's uncertainty."""
+        return self.model_bundle.preprocessing.roi_margin_mm + self.locator_uncertainty_mm
+
     def _roi_of_box(self, lower_xyz: np.ndarray, upper_xyz: np.ndarray) -> Grid:
-        """The fine model's grid over a world box, with the ROI margin and the locator's uncertainty."""
+        """The fine model's grid over a world box, grown by :attr:`_roi_margin_mm`."""
         pre = self.model_bundle.preprocessing
-        return roi_grid(lower_xyz, upper_xyz, spacing_zyx=pre.target_spacing_zyx,
-                        margin_mm=pre.roi_margin_mm + self.locator_uncertainty_mm, min_shape_zyx=pre.patch_size_zyx)
+        return roi_grid(lower_xyz, upper_xyz, spacing_zyx=pre.target_spacing_zyx, margin_mm=self._roi_margin_mm,
+                        min_shape_zyx=pre.patch_size_zyx)
 
     def _infer_grid(self, image: sitk.Image, side: str, grid: Grid,
                     t: dict[str, float]) -> tuple[np.ndarray, WindowOptions]:
@@ -438,9 +444,7 @@ class Segmenter:
             else:
                 need = float(box.lower_xyz[2])
             if need is not None and need < lower[2]:
-                pre = self.model_bundle.preprocessing
-                bottom = need - pre.roi_margin_mm - self.locator_uncertainty_mm
-                grid, fg, extra = self._extend_down(image, box.side, grid, fg, bottom, t)
+                grid, fg, extra = self._extend_down(image, box.side, grid, fg, need - self._roi_margin_mm, t)
                 n_windows += extra
         rois[box.side] = {"roi_shape_zyx": [int(n) for n in fg.shape], "window_zyx": list(options.patch_size_zyx),
                           "windows": n_windows}

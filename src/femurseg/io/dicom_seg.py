@@ -118,11 +118,10 @@ def write_dicom_seg(mask: sitk.Image, source_folder: str | os.PathLike[str], pat
     InputError
         If highdicom is not installed, the folder is not a DICOM series, or the mask is not on its grid.
     """
-    try:
-        import highdicom as hd
-        from pydicom.sr.codedict import codes
-    except ImportError:
-        raise InputError("writing DICOM SEG needs highdicom: pip install femurseg[dicomseg]") from None
+    require_highdicom()
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     from femurseg._version import __version__
 
     path = Path(path)

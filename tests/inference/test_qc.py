@@ -163,3 +163,20 @@ def test_a_cut_piece_without_a_head_is_checked_only_when_the_network_is_sure() -
     assert not sure.head_found and sure.verdict == "check", sure.reasons
     unsure = _assess(fg, border=border, confidence=0.80)
     assert unsure.verdict == "reject" and any("unsure" in r for r in unsure.reasons)
+
+
+def test_a_head_above_a_wide_plate_is_no_femur() -> None:
+    """A scan upside down: its acetabulum seen from below looks like a head, the iliac wing under it like a bone
+    with a neck offset; 70–95 mm under the head a femur is a ~30 mm tube, the wing a plate ~80 mm wide."""
+    p = _world_grid()
+    femur = right_femur()
+    qc = _assess(femur)
+    assert qc.shaft_width_mm == pytest.approx(28.0, abs=4.0)  # the 14 mm-radius shaft
+    head = np.linalg.norm(p - np.array([100.0, 60.0, 150.0]), axis=-1) <= 22.0
+    neck = _capsule(p, (100, 60, 150), (65, 60, 125), 14.0)
+    wing = (np.abs(p[..., 0] - 70.0) <= 38.0) & (np.abs(p[..., 1] - 60.0) <= 5.0) & (p[..., 2] >= 20.0) & (
+        p[..., 2] <= 130.0)
+    qc = _assess(head | neck | wing)
+    assert qc.head_found and qc.neck_offset_mm > 15.0  # what the older checks see: a femur
+    assert qc.shaft_width_mm > 70.0
+    assert qc.verdict == "reject" and any("no femoral shaft" in r for r in qc.reasons)

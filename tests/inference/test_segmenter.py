@@ -295,3 +295,52 @@ def test_metal_inside_a_femur_stays_inside_its_mask_and_qc_says_implant(segmente
     assert np.all(mask[stem] == 1)
     qc = result.summary["sides"]["right"]["qc"]
     assert qc["metal_ml"] > 0 and any("implant" in r for r in qc["reasons"])
+
+
+def _world_network(grid, *, head: bool):
+    """A stand-in for the fine model on ``grid``: an 'ilium' slab (140 mm tall, no ball in it) high up, and a femur
+    below (a 24 mm head at world z -300, a neck and a shaft down to the box's bottom) — or, without ``head``, a
+    straight shaft only.  Returns (Z, Y, X) probabilities."""
+    z, y, x = np.meshgrid(*[grid.origin_xyz[2 - a] + np.arange(n) * grid.spacing_zyx[a]
+                            for a, n in enumerate(grid.shape_zyx)], indexing="ij")
+    ilium = (np.abs(x) <= 30) & (np.abs(y) <= 10) & (z >= -200) & (z <= -60)
+    shaft = (np.hypot(x - 35, y) <= 14) & (z <= -320)
+    femur = shaft
+    if head:
+        ball = np.sqrt(x ** 2 + y ** 2 + (z + 300) ** 2) <= 24
+        neck = (np.hypot(z + 310, y) <= 12) & (x >= 0) & (x <= 35)
+        femur = shaft | ball | neck
+    return (ilium | femur).astype(np.float32)
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_a_box_reaching_far_above_the_femur_finds_its_head(tiny_bundles, monkeypatch, head) -> None:
+    """The located box starts 240 mm above the head (the one-hip case on real CT): the first ROI holds only bone the
+    network mistook for femur, with no head.  ROIs further down find the head and the mask starts there; with no
+    head anywhere the ROI grows to the box's bottom (nothing is lost)."""
+    from femurseg.inference import Segmenter
+    from femurseg.inference.locate import FemurBox
+    from femurseg.inference.qc import QCLimits
+
+    seg = Segmenter(model=tiny_bundles["femur"], locator=tiny_bundles["locate"], device="cpu", extent_mm=120.0,
+                    qc_limits=QCLimits())  # adult heads (the tiny bundles' limits are for toy femurs)
+    image = sitk.Image([60, 60, 200], sitk.sitkInt16) - 1000
+    image.SetSpacing((2.0, 2.0, 2.5))
+    image.SetOrigin((-60.0, -60.0, -480.0))  # world z -480 .. 17.5 mm
+
+    def fake(img, side, grid, t):  # noqa: ANN001, ANN202
+        return _world_network(grid, head=head), seg._roi_options(grid.shape_zyx)
+
+    monkeypatch.setattr(seg, "_infer_grid", fake)
+    box = FemurBox(side="right", lower_xyz=np.array([-50.0, -50.0, -470.0]), upper_xyz=np.array([55.0, 50.0, -60.0]),
+                   volume_ml=500.0)
+    from femurseg.inference.postprocess import clean_femur
+
+    s = seg._segment_side(image, box, {}, {})
+    fg = clean_femur(s.prob >= 0.5) if head else s.prob >= 0.5  # as the assembly does / all the network marked
+    z = np.asarray(image.GetOrigin())[2] + (s.lo_xyz[2] + np.flatnonzero(fg.any(axis=(1, 2)))) * 2.5
+    if head:
+        assert z.max() < -270.0  # the mask starts at the head (top -276), no ilium above it
+        assert z.min() <= -276.0 - 120.0  # and reaches the extent below it
+    else:
+        assert z.max() > -70.0 and z.min() < -460.0  # the whole box: the first ROI grown to its bottom

@@ -13,6 +13,10 @@ coordinates:
 - **laterality from shape**: the head is medial of the shaft, so a right femur's head lies at larger world x than
   its shaft (LPS: +x is the patient's left); a mask whose shape says "left" under the right label is the other
   femur seen through the wrong side's region of interest;
+- a **shaft**: 70–95 mm under the head centre a femur is a tube about 25–35 mm across (the subtrochanteric
+  shaft); a wide plate there (the iliac wing of a scan upside down, whose acetabulum looks like a head from below)
+  is not a femur.  Measured as four standard deviations of the mask's points there along their widest horizontal
+  direction (a disc's diameter; a plate's length · 1.15);
 - **metal** in or within two voxels of the mask (HU ≥ ``QCLimits.metal_hu``: a hip stem, a prosthetic head,
   screws): reported as ``implant``;
 - a **volume** plausible for the extent (head top to ``femurseg.inference.segmenter.DEFAULT_EXTENT_MM``
@@ -42,6 +46,8 @@ class QCLimits:
         Largest RMS residual of the head's sphere fit [mm] for a head to count as found.
     min_neck_offset_mm : float
         Smallest horizontal offset [mm] of the femur 40–100 mm below the head centre from the head centre.
+    max_shaft_width_mm : float
+        Largest width [mm] of the bone 70–95 mm below the head centre (see :class:`SideQC`).
     volume_ml : (2,) tuple of float
         Plausible volume [mL] of a whole proximal femur in the default extent.
     min_volume_ml : float
@@ -60,6 +66,7 @@ class QCLimits:
     head_radius_mm: tuple[float, float] = (17.0, 34.0)
     head_residual_mm: float = 2.5
     min_neck_offset_mm: float = 15.0
+    max_shaft_width_mm: float = 60.0
     volume_ml: tuple[float, float] = (60.0, 450.0)
     min_volume_ml: float = 5.0
     confidence: tuple[float, float] = (0.6, 0.85)
@@ -85,6 +92,9 @@ class SideQC:
     neck_offset_mm : float or None
         Horizontal distance of the femur 40–100 mm below the head centre from the head centre [mm]; None when the
         mask does not reach that far.
+    shaft_width_mm : float or None
+        Width of the mask 70–95 mm below the head centre [mm]: four standard deviations of its points along their
+        widest horizontal direction (a disc's diameter); None when the mask does not reach that far.
     shape_side : {"right", "left"} or None
         The side the shape says (head medial of the shaft); None when undecided.
     volume_ml : float
@@ -104,6 +114,7 @@ class SideQC:
     head_radius_mm: float | None = None
     head_residual_mm: float | None = None
     neck_offset_mm: float | None = None
+    shaft_width_mm: float | None = None
     shape_side: str | None = None
     volume_ml: float = 0.0
     confidence: float = 0.0
@@ -237,6 +248,9 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
                 dx = float(c[0] - m[0])
                 if abs(dx) >= 10.0 and qc.head_found:  # a side from a head, not from whatever the fit found
                     qc.shape_side = "right" if dx > 0 else "left"
+            shaft = world[(world[:, 2] <= c[2] - 70.0) & (world[:, 2] >= c[2] - 95.0), :2]
+            if len(shaft) >= 20:
+                qc.shaft_width_mm = 4.0 * float(np.sqrt(np.linalg.eigvalsh(np.cov(shaft.T))[-1]))
     verdict(qc, side, limits)
     return qc
 
@@ -281,6 +295,9 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
                       f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
     elif qc.head_found and qc.neck_offset_mm is None:
         partial.append("no femur below the head (the mask ends within 40 mm under the head's centre)")
+    if qc.shaft_width_mm is not None and qc.shaft_width_mm > lim.max_shaft_width_mm:
+        partial.append(f"no femoral shaft: the bone 70–95 mm below the head is {qc.shaft_width_mm:.0f} mm wide "
+                       f"(a femur: {lim.max_shaft_width_mm:.0f} mm or less)")
     if not VOLUME_ML[0] <= qc.volume_ml <= VOLUME_ML[1] and qc.volume_ml >= MIN_VOLUME_ML:
         check.append(f"volume {qc.volume_ml:.0f} mL outside {VOLUME_ML[0]:.0f}–{VOLUME_ML[1]:.0f} mL")
     if qc.touches_border:

@@ -84,6 +84,13 @@ _EXTENT_ROI_SLACK_MM: float = 20.0
 #: Smallest bone [mL] in a first, extent-limited ROI taken as the femur's top (a head alone is ~50 mL); less means
 #: the located box reached far above the femur and the ROI grows to the box's bottom.
 _FIRST_ROI_FEMUR_ML: float = 30.0
+#: When a first, extent-limited ROI shows no femoral head (the located box reached far above the femur: ilium,
+#: sacrum or spine marked by mistake), the next ROI down starts this far above its bottom [mm] (a head straddling
+#: the boundary lies whole in the next one: adult heads are under 60 mm across).
+_SLIDE_OVERLAP_MM: float = 60.0
+#: A femur found only in an ROI further down than the locator said needs a sure network: mean probability over
+#: the piece at least this (true femurs ~0.96; the acetabulum of a scan upside down, seen as a head, 0.88).
+_SLID_MIN_CONFIDENCE: float = 0.92
 #: How far an ROI's downward extension reaches up into the part already run [mm] (context for the network).
 _EXTENSION_CONTEXT_MM: float = 32.0
 
@@ -420,6 +427,78 @@ class Segmenter:
         return replace(grid, shape_zyx=(int(grown.shape[0]), *grid.shape_zyx[1:]), origin_xyz=origin), grown, \
             _n_windows(fg_slab.shape, options)
 
+    def _extent_roi(self, image: sitk.Image, box: FemurBox, grid: Grid, fg: np.ndarray, options: WindowOptions,
+                    n_windows: int, t: dict[str, float]) -> tuple[Grid, np.ndarray, WindowOptions, int]:
+        """Fit an extent-limited first ROI (run from the LOCATED top) to the femur's top.
+
+        - The ROI's largest piece is a femur's top (a head, or metal, or the scan's top edge): when the femur's top
+          lies lower than the located one, the ROI grows down to the extent (the slab only).
+        - It shows no head (the box reached far up; the network marks ilium, sacrum or spine there): ROIs further
+          down the box, overlapping by :data:`_SLIDE_OVERLAP_MM`, until one shows the head; that one is kept.
+        - None does (or the first ROI holds no femur-sized bone): the first ROI grows to the box's bottom.
+        Returns the grid, its probabilities, the windows of the last run and the number of windows run.
+        """
+        voxel_ml = float(np.prod(grid.spacing_zyx)) / 1000.0
+        piece = largest_component(fg >= 0.5)  # the femur, not specks above it
+        found = float(piece.sum()) * voxel_ml >= _FIRST_ROI_FEMUR_ML
+        if found and not self._is_femur_top(image, grid, piece):
+            found, below = False, grid
+            box_bottom = float(box.lower_xyz[2]) - self._roi_margin_mm
+            while not found and below.origin_xyz[2] > box_bottom:
+                upper = np.asarray(box.upper_xyz, float).copy()
+                upper[2] = below.origin_xyz[2] + _SLIDE_OVERLAP_MM - self._roi_margin_mm
+                lower = np.asarray(box.lower_xyz, float).copy()
+                lower[2] = max(lower[2], upper[2] - self.extent_mm - _EXTENT_ROI_SLACK_MM)
+                below = self._roi_of_box(lower, upper)
+                fg_below, options_below = self._infer_grid(image, box.side, below, t)
+                n_windows += _n_windows(fg_below.shape, options_below)
+                piece = largest_component(fg_below >= 0.5)
+                found = float(piece.sum()) * voxel_ml >= _FIRST_ROI_FEMUR_ML \
+                    and float(fg_below[piece].mean()) >= _SLID_MIN_CONFIDENCE \
+                    and self._is_femur_top(image, below, piece)
+            if found:
+                grid, fg, options = below, fg_below, options_below
+        need: float | None = float(box.lower_xyz[2])
+        if found:
+            zs = np.flatnonzero(piece.any(axis=(1, 2)))
+            top = grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0]  # identity-direction LPS grid
+            ends_above_cut = grid.origin_xyz[2] > top - self.extent_mm
+            need = max(need, top - self.extent_mm - _EXTENT_ROI_SLACK_MM) if ends_above_cut else None
+        if need is not None and need - self._roi_margin_mm < grid.origin_xyz[2] - 1e-6:
+            grid, fg, extra = self._extend_down(image, box.side, grid, fg, need - self._roi_margin_mm, t)
+            n_windows += extra
+        return grid, fg, options, n_windows
+
+    def _is_femur_top(self, image: sitk.Image, grid: Grid, piece: np.ndarray) -> bool:
+        """Whether ``piece`` (a bool mask on ``grid``) can be a femur's top: a femoral head fits (QC's sphere fit,
+        on a 2 mm subsample: ~20 ms), or the scan has metal over the ROI (an implant's head is no bone), or the
+        piece reaches the scan's top edge (the head is out of view)."""
+        step = max(1, int(round(2.0 / min(grid.spacing_zyx))))
+        sub = piece[::step, ::step, ::step]
+        spacing = np.asarray(grid.spacing_zyx, float) * step
+        origin = np.asarray(grid.origin_xyz, float)
+
+        def to_world(idx_zyx: np.ndarray) -> np.ndarray:  # identity-direction LPS grid
+            return np.asarray(idx_zyx, float)[:, ::-1] * spacing[::-1] + origin
+
+        qc = assess_side(sub, to_world, spacing_zyx=spacing, side="right", confidence=1.0, limits=self.qc_limits)
+        if qc.head_found:
+            return True
+        zs = np.flatnonzero(piece.any(axis=(1, 2)))
+        size = image.GetSize()
+        scan_top = max(image.TransformIndexToPhysicalPoint([i, j, k])[2] for i in (0, size[0] - 1)
+                       for j in (0, size[1] - 1) for k in (0, size[2] - 1))
+        if zs.size and grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0] >= scan_top - 2.0 * max(
+                image.GetSpacing()):
+            return True
+        foot = _footprint(image, grid)
+        if foot is None:
+            return False
+        lo, hi = foot
+        block = sitk.GetArrayViewFromImage(image)[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]
+        metal_ml = float(np.count_nonzero(block >= self.qc_limits.metal_hu)) * float(np.prod(image.GetSpacing())) / 1e3
+        return metal_ml >= self.qc_limits.min_metal_ml
+
     def _segment_side(self, image: sitk.Image, box: FemurBox, timings: dict[str, Any],
                       rois: dict[str, Any]) -> _Side | None:
         t: dict[str, float] = {}
@@ -430,22 +509,7 @@ class Segmenter:
         fg, options = self._infer_grid(image, box.side, grid, t)
         n_windows = _n_windows(fg.shape, options)
         if self.extent_mm is not None and lower[2] > float(box.lower_xyz[2]):
-            # The ROI stopped under the LOCATED top.  If the femur's top (from the fine model) lies lower (the
-            # locator's box reached into the pelvis), the ROI grows down to the true extent; if the ROI holds no
-            # femur-sized bone at all (the box reached far up), down to the located box's bottom.  The slab only.
-            piece = largest_component(fg >= 0.5)  # the femur, not specks above it
-            zs = np.flatnonzero(piece.any(axis=(1, 2)))
-            voxel_ml = float(np.prod(grid.spacing_zyx)) / 1000.0
-            need = None
-            if zs.size and float(piece.sum()) * voxel_ml >= _FIRST_ROI_FEMUR_ML:
-                top = grid.origin_xyz[2] + float(zs[-1]) * grid.spacing_zyx[0]  # identity-direction LPS grid
-                if grid.origin_xyz[2] > top - self.extent_mm:  # the ROI ends above the cut
-                    need = max(float(box.lower_xyz[2]), top - self.extent_mm - _EXTENT_ROI_SLACK_MM)
-            else:
-                need = float(box.lower_xyz[2])
-            if need is not None and need < lower[2]:
-                grid, fg, extra = self._extend_down(image, box.side, grid, fg, need - self._roi_margin_mm, t)
-                n_windows += extra
+            grid, fg, options, n_windows = self._extent_roi(image, box, grid, fg, options, n_windows, t)
         rois[box.side] = {"roi_shape_zyx": [int(n) for n in fg.shape], "window_zyx": list(options.patch_size_zyx),
                           "windows": n_windows}
 

@@ -18,7 +18,7 @@ from femurseg._version import __version__
 from femurseg.errors import FemursegError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("info", "segment", "view", "evaluate", "train", "phantom")
+VERBS: tuple[str, ...] = ("info", "segment", "view", "evaluate", "train", "protocol", "phantom")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records (protocol runs)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -148,6 +148,9 @@ class TrainConfig:
         Fraction of cases held out for validation, stratified by sex (ignored when ``val_cases`` is given).
     val_cases : tuple of str
         Explicit validation case ids.
+    train_cases : tuple of str
+        Explicit training case ids (empty: every case that is not a validation case).  The protocol's folds use
+        it: a fold trains on its training subjects only, never on the hold-out.
     foreground_fraction : float
         Fraction of patches centred on a femur voxel (half on its surface); the rest anywhere in the ROI.
     augmentation : AugmentationConfig
@@ -186,6 +189,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     val_fraction: float = 0.2
     val_cases: tuple[str, ...] = ()
+    train_cases: tuple[str, ...] = ()
     foreground_fraction: float = 0.5
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     sw_overlap: float = 0.25
@@ -218,6 +222,8 @@ class TrainConfig:
             raise ValueError("warmup_steps, num_workers and num_threads must be non-negative")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must lie in [0, 1)")
+        if set(self.train_cases) & set(self.val_cases):
+            raise ValueError("a case cannot be in both train_cases and val_cases")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError("foreground_fraction must lie in [0, 1]")
         if not 0.0 <= self.sw_overlap < 1.0:

@@ -484,10 +484,11 @@ def _cache_key(record: CaseRecord, preprocessing: Preprocessing, context_mm: flo
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
+    """Write a cache array atomically (runs sharing a cache may write the same case at once)."""
+    from femurseg.atomic import transaction
+
+    with transaction(overwrite=True) as tx, tx.stage(path).open("wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def prepare_volumes(

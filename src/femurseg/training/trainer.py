@@ -285,6 +285,7 @@ def fit(
     run_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> Path:
     """Train a V-Net on a labelled cohort and export the best model as a bundle.
 
@@ -301,6 +302,9 @@ def fit(
         Continue from ``run_dir/checkpoints/last.pt``; the result equals an uninterrupted run's.
     progress : bool
         Show progress bars (rank 0 only).
+    cache_dir : path, optional
+        Where prepared cases are cached (default ``run_dir/cache``); runs that share it prepare each case once
+        (the key covers the files and the preprocessing).
 
     Returns
     -------
@@ -334,13 +338,13 @@ def fit(
         _check_run_dir(run_dir, resume)
         # Every rank checks before anyone writes, so the ranks agree on the run folder's state.
         barrier(dist_info)
-        records = find_cases(data_dir)
+        records = _select_cases(find_cases(data_dir), config)
         train_rec, val_rec = split_cases(records, val_fraction=config.val_fraction, val_cases=config.val_cases, seed=config.seed)
         meta = _run_meta(config, data_dir=data_dir, dist_info=dist_info, device=device,
                          train_ids=[r.case_id for r in train_rec], val_ids=[r.case_id for r in val_rec])
         init_bundle = _start_run(config, run_dir, meta, resume=resume, dist_info=dist_info)
-        train_vol, val_vol = _prepare_data(config, records, val_rec, run_dir=run_dir, dist_info=dist_info,
-                                           progress=progress)
+        train_vol, val_vol = _prepare_data(config, records, val_rec, cache=Path(cache_dir or run_dir / "cache"),
+                                           dist_info=dist_info, progress=progress)
         if not train_vol:
             raise InputError(f"{data_dir}: no volume to train on in the training cases (no femur)")
         log.info("training on %d cases (%d volumes), validating on %d cases; device %s, %d rank(s)",
@@ -380,10 +384,13 @@ def _start_run(config: TrainConfig, run_dir: Path, meta: dict, *, resume: bool, 
         saved = read_json(run_dir / "config.json")
         _check_resumable(saved, config, run_dir)
         meta["initialised_from"] = saved.get("initialised_from")
+        meta["qc_limits"] = saved.get("qc_limits")
     elif config.init_weights is not None:
         # Loaded once, here: a wrong bundle fails before the cases are prepared.
         init_bundle = _load_init_bundle(config)
         meta["initialised_from"] = _lineage(init_bundle)
+        # A fine-tuned model keeps its parent's quality-control limits (e.g. a paediatric bundle's head sizes).
+        meta["qc_limits"] = init_bundle.meta.get("qc_limits")
     if dist_info.is_main:
         from femurseg.config import save_json
 
@@ -392,12 +399,22 @@ def _start_run(config: TrainConfig, run_dir: Path, meta: dict, *, resume: bool, 
     return init_bundle
 
 
-def _prepare_data(config: TrainConfig, records: list, val_rec: list, *, run_dir: Path, dist_info: Any,
+def _select_cases(records: list, config: TrainConfig) -> list:
+    """The records ``config.train_cases`` (with ``config.val_cases``) name, in the cohort's order; all without."""
+    if not config.train_cases:
+        return records
+    wanted = set(config.train_cases) | set(config.val_cases)
+    unknown = sorted(wanted - {r.case_id for r in records})
+    if unknown:
+        raise InputError(f"train_cases/val_cases: unknown case(s) {', '.join(unknown[:5])}")
+    return [r for r in records if r.case_id in wanted]
+
+
+def _prepare_data(config: TrainConfig, records: list, val_rec: list, *, cache: Path, dist_info: Any,
                   progress: bool) -> tuple[list[Volume], list[Volume]]:
     """(training volumes, validation volumes): rank 0 prepares and caches the cases, the others read the cache."""
     context_mm = config.augmentation.roi_jitter_mm + _ROTATION_CONTEXT_MM
     pp = config.preprocessing
-    cache = run_dir / "cache"
     volumes: list[Volume] = []
     if dist_info.is_main:
         volumes = prepare_volumes(records, preprocessing=pp, context_mm=context_mm, cache_dir=cache, progress=progress)
@@ -603,4 +620,5 @@ def _export(raw_model, config: TrainConfig, *, run_dir: Path, best: dict, meta: 
     return save_bundle(
         run_dir / "model", model=model, config=config.network, preprocessing=config.preprocessing, labels=labels,
         training=training, metrics=metrics, name=f"femurseg-{config.preprocessing.task}-{run_dir.name}",
+        qc_limits=meta.get("qc_limits"),
     )

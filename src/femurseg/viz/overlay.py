@@ -55,6 +55,8 @@ def save_overlay(
     label_names: dict[int, str] | None = None,
     dpi: int = 110,
     crop_mm: tuple[tuple[float, float], ...] | None = None,
+    reference: sitk.Image | None = None,
+    reference_name: str = "truth",
 ) -> Path:
     """Save a PNG of three orthogonal slices of ``image`` with the contours of ``labels``.
 
@@ -79,6 +81,11 @@ def save_overlay(
     crop_mm : ((below, above) [mm] for z, y, x), optional
         Show only this region around the centre (e.g. the proximal femur), so it fills the picture; default: the
         whole scan.
+    reference : SimpleITK.Image, optional
+        A second label map on the same grid (e.g. the expert's), drawn as white dashed contours under ``labels``:
+        predicted against true contours.
+    reference_name : str
+        Its legend name.
 
     Returns
     -------
@@ -93,8 +100,9 @@ def save_overlay(
 
     if image.GetDimension() != 3:
         raise InputError(f"the overlay needs a 3D image, not {image.GetDimension()}D")
-    if labels is not None and labels.GetSize() != image.GetSize():
-        raise InputError(f"labels size {labels.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
+    for what, other in (("labels", labels), ("reference", reference)):
+        if other is not None and other.GetSize() != image.GetSize():
+            raise InputError(f"{what} size {other.GetSize()} differs from the image's {image.GetSize()} (x, y, z)")
     # Draw in the radiological convention whatever the stored axis order: index axes to L, P, S (a permutation and
     # flips, exact; world points, and so center_xyz, are unchanged).
     image = sitk.DICOMOrient(image, "LPS")
@@ -103,6 +111,7 @@ def save_overlay(
     lab = None
     if labels is not None:
         lab = array_of(sitk.DICOMOrient(labels, "LPS"))
+    ref = None if reference is None else array_of(sitk.DICOMOrient(reference, "LPS"))
     if center_xyz is None:
         c = _default_center(lab, grid.spacing_zyx) if lab is not None else np.asarray(ct.shape) // 2
     else:
@@ -118,18 +127,22 @@ def save_overlay(
             box.append(slice(a, b))
         ct = ct[tuple(box)]
         lab = None if lab is None else lab[tuple(box)]
+        ref = None if ref is None else ref[tuple(box)]
         c = c - np.array([s.start for s in box])
     dz, dy, dx = grid.spacing_zyx
     nz, ny, nx = ct.shape
     lo, hi = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
     names = label_names or {k: v for k, v in LABEL_NAMES.items() if k}
 
-    # (picture, labels, extent (left, right, bottom, top) in mm, axis names, side letters (left, right))
-    axial = (ct[c[0]], None if lab is None else lab[c[0]], (0, nx * dx, ny * dy, 0), ("R", "L"), "axial")
-    coronal = (ct[::-1, c[1], :], None if lab is None else lab[::-1, c[1], :], (0, nx * dx, 0, nz * dz), ("R", "L"),
-               "coronal")
-    sagittal = (ct[::-1, :, c[2]], None if lab is None else lab[::-1, :, c[2]], (0, ny * dy, 0, nz * dz), ("A", "P"),
-                "sagittal")
+    def planes(a: np.ndarray | None) -> list[np.ndarray | None]:
+        """The axial, coronal and sagittal slices of a volume as drawn."""
+        return [None, None, None] if a is None else [a[c[0]], a[::-1, c[1], :], a[::-1, :, c[2]]]
+
+    # (picture, labels, reference, extent (left, right, bottom, top) in mm, side letters (left, right), name)
+    pics, labs, refs = planes(ct), planes(lab), planes(ref)
+    axial = (pics[0], labs[0], refs[0], (0, nx * dx, ny * dy, 0), ("R", "L"), "axial")
+    coronal = (pics[1], labs[1], refs[1], (0, nx * dx, 0, nz * dz), ("R", "L"), "coronal")
+    sagittal = (pics[2], labs[2], refs[2], (0, ny * dy, 0, nz * dz), ("A", "P"), "sagittal")
     widths = [nx * dx, nx * dx, ny * dy]
     heights = [ny * dy, nz * dz, nz * dz]
     scale = 11.0 / sum(widths)  # inches per mm: the three panels side by side fill 11 inches
@@ -137,8 +150,11 @@ def save_overlay(
     fig, axes = plt.subplots(1, 3, figsize=(sum(widths) * scale + 0.4, fig_h),
                              gridspec_kw={"width_ratios": widths, "wspace": 0.03}, facecolor="black")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.45 / fig_h, top=1.0 - 0.45 / fig_h)
-    for ax, (pic, lb, ext, letters, name) in zip(axes, (axial, coronal, sagittal)):
+    for ax, (pic, lb, rf, ext, letters, name) in zip(axes, (axial, coronal, sagittal)):
         ax.imshow(pic, cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
+        if rf is not None and rf.any():
+            ax.contour((rf > 0).astype(float), levels=[0.5], colors=["white"], linewidths=1.1, linestyles="dashed",
+                       origin="upper", extent=ext)
         if lb is not None:
             for value in sorted(int(v) for v in np.unique(lb) if v):
                 colour = LABEL_COLOURS.get(value, "#ffffff")
@@ -151,8 +167,12 @@ def save_overlay(
                 ha="right")
     if lab is not None:
         handles = [Line2D([0], [0], color=LABEL_COLOURS.get(k, "#ffffff"), lw=2) for k in names]
-        fig.legend(handles, list(names.values()), loc="lower center", ncol=len(names), frameon=False,
-                   labelcolor="white", fontsize=8)
+        texts = list(names.values())
+        if ref is not None:
+            handles.append(Line2D([0], [0], color="white", lw=1.5, ls="--"))
+            texts.append(reference_name)
+        fig.legend(handles, texts, loc="lower center", ncol=len(texts), frameon=False, labelcolor="white",
+                   fontsize=8)
     if title:
         fig.suptitle(title, color="white", fontsize=10)
     fig.text(0.99, 0.01, f"W {window[1]:.0f} L {window[0]:.0f}", color="gray", fontsize=7, ha="right")

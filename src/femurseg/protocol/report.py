@@ -162,7 +162,8 @@ def _tables(settings: ProtocolSettings, selection: dict, data: dict, sexes: dict
                            "is the folds' median best validation step, rounded up to the validation interval."})
     if sexes:
         tables.append({"title": "Men against women (hold-out Dice of the entire-cohort model)",
-                       "head": ["Test", "Men n", "Women n", "Median men", "Median women", "U", "p"],
+                       "head": ["Test", "Men: femurs", "Women: femurs", "Median Dice men", "Median Dice women", "U",
+                                "p"],
                        "rows": [[sexes["test"], str(sexes["n_men"]), str(sexes["n_women"]),
                                  _fmt(sexes["median_men"]), _fmt(sexes["median_women"]),
                                  _fmt(sexes.get("u"), 1), _fmt(sexes.get("p_value"), 3)]], "note": ""})
@@ -180,16 +181,17 @@ def _md_table(t: dict[str, Any]) -> str:
 def _html_table(t: dict[str, Any]) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in t["head"])
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t["rows"])
+    body = "".join(("<tr class='paper'>" if r[0].startswith("Zhao") else "<tr>")
+                   + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t["rows"])
     note = f"<p class='note'>{e(t['note'])}</p>" if t["note"] else ""
     return f"<h3>{e(t['title'])}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 6px}"
-        "th{background:#eee}tr:last-child td{font-style:italic}.note{font-size:12px;color:#555}"
-        "figure{display:inline-block;margin:6px;vertical-align:top}figcaption{font-size:12px;color:#444}"
-        "img{max-width:100%}")
+        "th{background:#eee}tr.paper td{font-style:italic;background:#f6f6ff}.note{font-size:12px;color:#555}"
+        "figure{display:inline-block;margin:6px;vertical-align:top;width:47%}figure.wide{width:97%}"
+        "figcaption{font-size:12px;color:#444}img{max-width:100%}")
 
 
 def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
@@ -244,7 +246,8 @@ def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
     body.append("<h2>Figures</h2>")
     for caption, path in figures + overlays:
         b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f"<figure><img src='data:image/png;base64,{b64}' alt='{html.escape(caption)}'>"
+        wide = " class='wide'" if path.name.startswith(("overlay", "learning")) else ""
+        body.append(f"<figure{wide}><img src='data:image/png;base64,{b64}' alt='{html.escape(caption)}'>"
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>femurseg protocol report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")

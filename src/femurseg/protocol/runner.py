@@ -49,11 +49,12 @@ def subjects_of(records: list) -> list:
     out = []
     for r in records:
         if r.femur_values:  # unsided femur labels: split by side as training does
-            arr = sitk.GetArrayViewFromImage(load_case(r)[1])
-            sides = int((arr == 1).any()) + int((arr == 2).any())
+            present = {int(v) for v in np.unique(sitk.GetArrayFromImage(load_case(r)[1]))}
+            right, left = {1}, {2}
         else:
-            present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_image(r.labels)))}
-            sides = int(bool(present & set(r.right_values))) + int(bool(present & set(r.left_values)))
+            present = {int(v) for v in np.unique(sitk.GetArrayFromImage(read_image(r.labels)))}
+            right, left = set(r.right_values), set(r.left_values)
+        sides = int(bool(present & right)) + int(bool(present & left))
         out.append(Subject(r.case_id, normalise_sex(r.sex), max(1, sides)))
     return out
 

@@ -23,6 +23,8 @@ __all__ = ["save_overlay", "LABEL_COLOURS"]
 
 #: Contour colours by label value (1 right femur, 2 left femur, then more for other label maps).
 LABEL_COLOURS: dict[int, str] = {1: "#ff3b30", 2: "#00c7ff", 3: "#ffd60a", 4: "#34c759", 5: "#bf5af2"}
+#: Colour of a reference label map's dashed contours (the truth against a prediction).
+_REFERENCE_COLOUR: str = "#ffd60a"
 
 
 def _default_center(labels: np.ndarray | None, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
@@ -82,7 +84,7 @@ def save_overlay(
         Show only this region around the centre (e.g. the proximal femur), so it fills the picture; default: the
         whole scan.
     reference : SimpleITK.Image, optional
-        A second label map on the same grid (e.g. the expert's), drawn as white dashed contours under ``labels``:
+        A second label map on the same grid (e.g. the expert's), drawn as yellow dashed contours under ``labels``:
         predicted against true contours.
     reference_name : str
         Its legend name.
@@ -153,8 +155,8 @@ def save_overlay(
     for ax, (pic, lb, rf, ext, letters, name) in zip(axes, (axial, coronal, sagittal)):
         ax.imshow(pic, cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
         if rf is not None and rf.any():
-            ax.contour((rf > 0).astype(float), levels=[0.5], colors=["white"], linewidths=1.1, linestyles="dashed",
-                       origin="upper", extent=ext)
+            ax.contour((rf > 0).astype(float), levels=[0.5], colors=[_REFERENCE_COLOUR], linewidths=1.3,
+                       linestyles="dashed", origin="upper", extent=ext)
         if lb is not None:
             for value in sorted(int(v) for v in np.unique(lb) if v):
                 colour = LABEL_COLOURS.get(value, "#ffffff")
@@ -169,7 +171,7 @@ def save_overlay(
         handles = [Line2D([0], [0], color=LABEL_COLOURS.get(k, "#ffffff"), lw=2) for k in names]
         texts = list(names.values())
         if ref is not None:
-            handles.append(Line2D([0], [0], color="white", lw=1.5, ls="--"))
+            handles.append(Line2D([0], [0], color=_REFERENCE_COLOUR, lw=1.5, ls="--"))
             texts.append(reference_name)
         fig.legend(handles, texts, loc="lower center", ncol=len(texts), frameon=False, labelcolor="white",
                    fontsize=8)

@@ -107,6 +107,8 @@ def dice_box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike
     data = [np.asarray(groups[n], float) for n in names]
     plt, fig, ax = _figure(max(3.5, 1.1 * len(names) + 1.5), 3.6)
     ax.boxplot(data, tick_labels=names, showmeans=True)
+    if len(names) > 4:
+        ax.tick_params(axis="x", labelrotation=25)
     for i, d in enumerate(data, start=1):
         ax.scatter(np.full(d.size, i) + np.linspace(-0.08, 0.08, d.size), d, s=8, color="C0", alpha=0.6, zorder=3)
     if reference is not None:
@@ -151,5 +153,6 @@ def learning_curves_plot(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
     for a in (a1, a2):
         a.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     _save(plt, fig, path)
     return best

@@ -15,7 +15,7 @@ from typing import Any
 
 from femurseg.errors import InputError
 
-__all__ = ["ProtocolSettings", "PROFILES", "parse_grid", "grid_points", "point_name", "GRID_KEYS"]
+__all__ = ["ProtocolSettings", "PROFILES", "parse_grid", "grid_points", "point_name", "GRID_KEYS", "estimate_hours"]
 
 #: Grid parameter names on the command line -> TrainConfig fields.
 GRID_KEYS: dict[str, str] = {"l2": "l2_lambda", "lr": "lr"}
@@ -136,3 +136,26 @@ def grid_points(grid: dict[str, tuple[float, ...]]) -> list[dict[str, float]]:
 def point_name(point: dict[str, float]) -> str:
     """A folder name for a grid point, e.g. ``l2_lambda=1e-05``."""
     return "_".join(f"{k}={v:g}" for k, v in sorted(point.items())) or "default"
+
+
+def estimate_hours(settings: ProtocolSettings, n_subjects: int, *, seconds_per_step: float,
+                   seconds_per_case: float, sex_fraction: float = 0.5) -> dict[str, float]:
+    """Time a protocol would take [h] from measured speeds (one device, units one after another).
+
+    Training: every cross-validation unit runs ``settings.steps`` steps, the retrained models at most as many.
+    Segmentation: each non-hold-out subject is validated once per cohort it belongs to and grid point; each
+    hold-out subject once per cohort.  ``sex_fraction``: the share of the larger sex (the men's and women's
+    experiments together hold every subject once).
+    """
+    cohorts = settings.cohorts
+    points = len(grid_points(settings.grid))
+    units = len(cohorts) * (settings.folds * points + 1)
+    steps = len(cohorts) * (settings.folds * points + 1) * settings.steps
+    share = {"all": 1.0, "male": sex_fraction, "female": 1.0 - sex_fraction}
+    members = sum(share.get(c, 1.0) for c in cohorts) * n_subjects
+    holdout = members * settings.test_fraction
+    cases = (members - holdout) * points + holdout
+    train_h = steps * seconds_per_step / 3600.0
+    seg_h = cases * seconds_per_case / 3600.0
+    return {"units": float(units), "steps": float(steps), "cases_segmented": float(round(cases)),
+            "train_hours": train_h, "segment_hours": seg_h, "total_hours": train_h + seg_h}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from femurseg.atomic import transaction
-from femurseg.protocol.profiles import ProtocolSettings
+from femurseg.protocol.profiles import PROFILES, ProtocolSettings, estimate_hours
 from femurseg.protocol.units import read_rows
 
 __all__ = ["write_report", "PAPER"]
@@ -129,7 +129,26 @@ def _overlays(run_dir: Path, data_dir: Path, cohort: str, rows: list[dict], fold
     return out
 
 
-def _tables(settings: ProtocolSettings, selection: dict, data: dict, sexes: dict | None) -> list[dict[str, Any]]:
+def _cost(run_dir: Path, settings: ProtocolSettings) -> dict[str, Any]:
+    """Measured speeds of this run's units, and what the paper profile (397 subjects) would take at them."""
+    done = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((run_dir / "units").glob("**/done.json"))]
+    train_s = sum(d["train_seconds"] for d in done)
+    steps = sum(d["steps"] for d in done)
+    cases = sum(d["eval_cases"] for d in done)
+    seg_s = sum(d["segment_seconds"] for d in done)
+    model = next((run_dir / "units").glob("*/final/train/model/model.json"), None)
+    device = json.loads(model.read_text(encoding="utf-8"))["training"]["device"] if model else "?"
+    per_step = train_s / max(1, steps)
+    per_case = seg_s / max(1, cases)
+    paper = estimate_hours(PROFILES["paper"], 397, seconds_per_step=per_step, seconds_per_case=per_case,
+                           sex_fraction=216 / 397)
+    return {"units": len(done), "train_seconds": train_s, "steps": steps, "seconds_per_step": per_step,
+            "segment_seconds": seg_s, "cases": cases, "seconds_per_case": per_case, "device": device,
+            "paper_estimate": paper}
+
+
+def _tables(settings: ProtocolSettings, selection: dict, data: dict, sexes: dict | None,
+            cost: dict[str, Any]) -> list[dict[str, Any]]:
     """Tables as {"title", "head", "rows", "note"}, rendered to Markdown and HTML alike."""
     head = ["Cohort", "Cases", *(_HEADS[m] for m in _METRICS), "Volume R² (p)", "Bland–Altman bias [LoA] mL"]
     rows = []
@@ -167,6 +186,18 @@ def _tables(settings: ProtocolSettings, selection: dict, data: dict, sexes: dict
                        "rows": [[sexes["test"], str(sexes["n_men"]), str(sexes["n_women"]),
                                  _fmt(sexes["median_men"]), _fmt(sexes["median_women"]),
                                  _fmt(sexes.get("u"), 1), _fmt(sexes.get("p_value"), 3)]], "note": ""})
+    p = cost["paper_estimate"]
+    tables.append({"title": "Cost: this run, and the paper profile at the same speed",
+                   "head": ["", "Units", "Training steps", "s per step", "Cases segmented", "s per case", "Hours"],
+                   "rows": [[f"this run ({cost['device']})", str(cost["units"]), str(cost["steps"]),
+                             _fmt(cost["seconds_per_step"], 2), str(cost["cases"]), _fmt(cost["seconds_per_case"], 1),
+                             _fmt((cost["train_seconds"] + cost["segment_seconds"]) / 3600.0, 2)],
+                            ["--profile paper, 397 subjects (estimate)", f"{p['units']:.0f}", f"{p['steps']:.0f}",
+                             _fmt(cost["seconds_per_step"], 2), f"{p['cases_segmented']:.0f}",
+                             _fmt(cost["seconds_per_case"], 1), _fmt(p["total_hours"], 1)]],
+                   "note": "Seconds per step include the validations inside training. On a GPU, measure first with "
+                           "one unit (--fold 0) and scale; units of different folds can run on different machines "
+                           "(--fold K) and be collected with --resume."})
     return tables
 
 
@@ -230,7 +261,8 @@ def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
         learning_curves_plot(curves, figs / "learning_curves.png", title=f"Learning curves per fold ({first})")
         figures.append(("Learning curves per fold", figs / "learning_curves.png"))
     overlays = _overlays(run_dir, data_dir, first, hold, figs)
-    tables = _tables(settings, selection, data, sexes)
+    cost = _cost(run_dir, settings)
+    tables = _tables(settings, selection, data, sexes, cost)
     n = len(splits["holdout"]) + len(splits["cohorts"][first]["train"])
     intro = (f"Protocol (profile {settings.profile}): {n} subjects from {data_dir}; hold-out "
              f"{len(splits['holdout'])} subjects ({settings.test_fraction:.0%}, stratified by sex and side count, "
@@ -238,7 +270,7 @@ def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
              f"{', '.join(settings.cohorts)}; grid {json.dumps(settings.grid)}; {settings.steps} steps per fold from "
              f"{settings.init} weights; masks by the full pipeline (locator + fine model"
              f"{'' if settings.extent_mm is None else f', {settings.extent_mm:g} mm extent'}). Command: {command}")
-    summary = {"settings": json.loads(settings.to_json()), "paper": PAPER, "sex_comparison": sexes,
+    summary = {"settings": json.loads(settings.to_json()), "paper": PAPER, "sex_comparison": sexes, "cost": cost,
                "cohorts": {c: {k: v for k, v in d.items() if not k.endswith("_rows")} for c, d in data.items()}}
     md = ["# femurseg protocol report", "", intro, ""] + [_md_table(t) for t in tables]
     md += ["## Figures", ""] + [f"![{c}](figures/{p.name})\n\n*{c}*\n" for c, p in figures + overlays]

@@ -180,3 +180,21 @@ def test_a_head_above_a_wide_plate_is_no_femur() -> None:
     assert qc.head_found and qc.neck_offset_mm > 15.0  # what the older checks see: a femur
     assert qc.shaft_width_mm > 70.0
     assert qc.verdict == "reject" and any("no femoral shaft" in r for r in qc.reasons)
+
+
+def test_a_short_bone_leaving_the_scan_at_the_bottom_is_no_cut_femur() -> None:
+    """A chest scan's humerus ending at the scan's bottom edge (46 mm of shaft, confidence 0.95): it leaves the
+    scan where a femur's shaft would, so its top is in view and a femur would show its head there."""
+    p = _world_grid()
+    rod = _capsule(p, (80, 60, 55), (80, 60, -20), 11.0) & (p[..., 2] >= ORIGIN[2])  # from the scan's floor up
+    idx = np.argwhere(rod)
+    floor = idx[idx[:, 0] == 0]
+    qc = _assess(rod, border=floor, confidence=0.95)
+    assert not qc.touches_border and not qc.head_found
+    assert qc.verdict == "reject" and any("femoral head" in r for r in qc.reasons)
+    # A femoral head cap at the floor of an abdominal scan that ends in it is still found by its sphere.
+    ball = np.linalg.norm(p - np.array([80.0, 60.0, 22.0]), axis=-1) <= 22.0
+    cap = ball & (p[..., 2] >= ORIGIN[2] + 2.0)
+    idx = np.argwhere(cap)
+    qc = _assess(cap, border=idx[idx[:, 0] == idx[:, 0].min()])
+    assert qc.head_found and abs(qc.head_radius_mm - 22.0) < 2.0

@@ -60,7 +60,8 @@ class QCLimits:
         Metal volume [mL] inside the mask from which the side is reported as ``implant``.
     cut_zone_mm : float
         A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
-        shaft leaving the scan distally is the normal hip scan).
+        shaft leaving the scan distally is the normal hip scan).  Contact along the mask's lowest slice only does
+        not count: a bone leaving the scan at the bottom shows its top, so a femur there shows its head.
     """
 
     head_radius_mm: tuple[float, float] = (17.0, 34.0)
@@ -237,7 +238,11 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
     if fg.sum() >= 20:
         world = to_world(np.argwhere(fg))
         if border_idx is not None and len(border_idx):
-            qc.touches_border = bool((to_world(border_idx)[:, 2] >= world[:, 2].max() - limits.cut_zone_mm).any())
+            # Cut where a head would be: contact near the mask's top, and not only along its lowest slice (a bone
+            # leaving the scan at the bottom has its top, and so its head if it is a femur, in view).
+            z = to_world(border_idx)[:, 2]
+            floor = world[:, 2].min() + 1.5 * float(spacing.max())
+            qc.touches_border = bool(((z >= world[:, 2].max() - limits.cut_zone_mm) & (z > floor)).any())
         _head(fg, spacing, to_world, world, qc, limits)
         if qc.head_center_xyz_mm is not None:
             c = np.asarray(qc.head_center_xyz_mm)

@@ -313,8 +313,8 @@ def _world_network(grid, *, head: bool):
     return (ilium | femur).astype(np.float32)
 
 
-@pytest.mark.parametrize("head", [True, False])
-def test_a_box_reaching_far_above_the_femur_finds_its_head(tiny_bundles, monkeypatch, head) -> None:
+@pytest.mark.parametrize("head, metal", [(True, None), (False, None), (True, "spine"), (True, "at the piece")])
+def test_a_box_reaching_far_above_the_femur_finds_its_head(tiny_bundles, monkeypatch, head, metal) -> None:
     """The located box starts 240 mm above the head (the one-hip case on real CT): the first ROI holds only bone the
     network mistook for femur, with no head.  ROIs further down find the head and the mask starts there; with no
     head anywhere the ROI grows to the box's bottom (nothing is lost)."""
@@ -327,6 +327,13 @@ def test_a_box_reaching_far_above_the_femur_finds_its_head(tiny_bundles, monkeyp
     image = sitk.Image([60, 60, 200], sitk.sitkInt16) - 1000
     image.SetSpacing((2.0, 2.0, 2.5))
     image.SetOrigin((-60.0, -60.0, -480.0))  # world z -480 .. 17.5 mm
+    if metal is not None:  # a metal block (3000 HU): spinal hardware 20 mm from the bone, or at the bone (an implant)
+        x = (-52.0, -44.0) if metal == "spine" else (-34.0, -26.0)
+        arr = sitk.GetArrayFromImage(image)
+        arr[132:144, 25:35, int((x[0] + 60) / 2):int((x[1] + 60) / 2)] = 3000  # world z -150..-120, y -10..10
+        metal_image = sitk.GetImageFromArray(arr)
+        metal_image.CopyInformation(image)
+        image = metal_image
 
     def fake(img, side, grid, t):  # noqa: ANN001, ANN202
         return _world_network(grid, head=head), seg._roi_options(grid.shape_zyx)
@@ -339,7 +346,9 @@ def test_a_box_reaching_far_above_the_femur_finds_its_head(tiny_bundles, monkeyp
     s = seg._segment_side(image, box, {}, {})
     fg = clean_femur(s.prob >= 0.5) if head else s.prob >= 0.5  # as the assembly does / all the network marked
     z = np.asarray(image.GetOrigin())[2] + (s.lo_xyz[2] + np.flatnonzero(fg.any(axis=(1, 2)))) * 2.5
-    if head:
+    if metal == "at the piece":  # an implant's head is no bone: the first ROI is the femur's top, as located
+        assert z.max() > -70.0
+    elif head:
         assert z.max() < -270.0  # the mask starts at the head (top -276), no ilium above it
         assert z.min() <= -276.0 - 120.0  # and reaches the extent below it
     else:

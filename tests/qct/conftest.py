@@ -19,7 +19,7 @@ class SynthPhantom:
     shape_zyx: tuple[int, int, int] = (20, 200, 256)
     spacing_zyx: tuple[float, float, float] = (2.0, 1.0, 1.0)
     angle_deg: float = 0.0  # row direction in-plane, from +x towards +y
-    centre_yx_mm: tuple[float, float] = (160.0, 128.0)
+    centre_yx_mm: tuple[float, float] = (145.0, 128.0)
     pitch_mm: float = 54.0
     radius_mm: float = 8.0
     rods_hu: tuple[float, ...] | None = None  # default: Mindways rods at sigma_ref, beta_ref

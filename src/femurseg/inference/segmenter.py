@@ -91,6 +91,8 @@ _SLIDE_OVERLAP_MM: float = 60.0
 #: A femur found only in an ROI further down than the locator said needs a sure network: mean probability over
 #: the piece at least this (true femurs ~0.96; the acetabulum of a scan upside down, seen as a head, 0.88).
 _SLID_MIN_CONFIDENCE: float = 0.92
+#: Metal within this distance of a first ROI's piece [mm] makes it a femur's top without a head (an implant).
+_METAL_NEAR_MM: float = 10.0
 #: How far an ROI's downward extension reaches up into the part already run [mm] (context for the network).
 _EXTENSION_CONTEXT_MM: float = 32.0
 
@@ -471,8 +473,8 @@ class Segmenter:
 
     def _is_femur_top(self, image: sitk.Image, grid: Grid, piece: np.ndarray) -> bool:
         """Whether ``piece`` (a bool mask on ``grid``) can be a femur's top: a femoral head fits (QC's sphere fit,
-        on a 2 mm subsample: ~20 ms), or the scan has metal over the ROI (an implant's head is no bone), or the
-        piece reaches the scan's top edge (the head is out of view)."""
+        on a 2 mm subsample: ~20 ms), or the piece reaches the scan's top edge (the head is out of view), or metal
+        lies within :data:`_METAL_NEAR_MM` of it (an implant's head is no bone)."""
         step = max(1, int(round(2.0 / min(grid.spacing_zyx))))
         sub = piece[::step, ::step, ::step]
         spacing = np.asarray(grid.spacing_zyx, float) * step
@@ -496,8 +498,18 @@ class Segmenter:
             return False
         lo, hi = foot
         block = sitk.GetArrayViewFromImage(image)[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]
-        metal_ml = float(np.count_nonzero(block >= self.qc_limits.metal_hu)) * float(np.prod(image.GetSpacing())) / 1e3
-        return metal_ml >= self.qc_limits.min_metal_ml
+        metal = np.argwhere(block >= self.qc_limits.metal_hu)
+        if len(metal) * float(np.prod(image.GetSpacing())) / 1e3 < self.qc_limits.min_metal_ml:
+            return False
+        # Metal at the piece (an implant's head or stem), not anywhere in the ROI (spinal hardware above a hip).
+        from scipy import ndimage
+
+        near = ndimage.binary_dilation(piece, iterations=int(np.ceil(_METAL_NEAR_MM / min(grid.spacing_zyx))))
+        sample = metal[::max(1, len(metal) // 4000)]
+        world = np.array([image.TransformIndexToPhysicalPoint([int(v) for v in (i[::-1] + lo)]) for i in sample])
+        idx = np.round(grid.world_to_index(world)).astype(int)
+        ok = np.all((idx >= 0) & (idx < np.asarray(near.shape)), axis=1)
+        return bool(near[tuple(idx[ok].T)].any())
 
     def _segment_side(self, image: sitk.Image, box: FemurBox, timings: dict[str, Any],
                       rois: dict[str, Any]) -> _Side | None:

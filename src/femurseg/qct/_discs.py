@@ -99,7 +99,8 @@ def _radius_scores(sums: _DiscSums, r: float, edge: float, ring_w: float, min_co
     sd = np.sqrt(np.maximum(s2 / max(n, 1) - inside * inside, 0.0))
     ring, ring_sd = sums.ring(r + edge, r + edge + ring_w)
     contrast = inside - ring
-    ok = (np.abs(contrast) >= min_contrast) & (sd <= max_sd) & (ring_sd <= 1.5 * max_sd)
+    # A rod's ring is as homogeneous as its inside (both noise); an edge between tissues is not.
+    ok = (np.abs(contrast) >= min_contrast) & (sd <= max_sd) & (ring_sd <= 1.5 * sd + 10.0)
     ok &= (inside >= hu_range[0]) & (inside <= hu_range[1]) & (np.abs(contrast) >= 3.0 * sd)
     return np.where(ok, np.abs(contrast), 0.0), inside, contrast, sd
 
@@ -122,7 +123,7 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
     min_contrast_hu : float
         Least difference between the disc's inside and the ring around it [HU].
     max_sd_hu : float
-        Largest standard deviation inside the disc (and 1.5 × that in its ring) [HU], at the search resolution
+        Largest standard deviation inside the disc [HU] (its ring may have 1.5 × the inside's + 10), at the search resolution
         (slices are averaged to about 1.2–2 mm pixels first).
     hu_range : (2,) tuple of float
         Range of the disc's inside mean [HU].
@@ -134,7 +135,7 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
     list of Disc
         Positions in array millimetres of the full-resolution slice.
     """
-    f = max(1, int(1.6 // min(spacing_yx)))
+    f = max(1, int(round(1.6 / min(spacing_yx))))
     img = _block_mean(np.asarray(slice_yx), f)
     sp = (spacing_yx[0] * f, spacing_yx[1] * f)
     edge = max(1.5, 0.75 * max(sp))
@@ -150,13 +151,13 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
     for r in radii:
         score, inside, contrast, sd = _radius_scores(sums, float(r), edge, ring_w, min_contrast_hu, max_sd_hu,
                                                      hu_range)
+        # Only centres whose disc and ring lie wholly inside the slice.
+        my, mx = (int(math.ceil((r + edge + ring_w) / s)) for s in sp)
+        score[:my], score[-my:], score[:, :mx], score[:, -mx:] = 0.0, 0.0, 0.0, 0.0
         better = score > best
         best[better], best_r[better] = score[better], r
         for acc, v in zip(stats, (inside, contrast, sd)):
             acc[better] = v[better]
-    # Only centres whose disc and ring lie wholly inside the slice.
-    my, mx = (int(math.ceil(reach / s)) for s in sp)
-    best[:my], best[-my:], best[:, :mx], best[:, -mx:] = 0.0, 0.0, 0.0, 0.0
     size = max(3, int(2 * radius_mm[0] / max(sp)) | 1)
     peaks = (best > 0) & (best == ndimage.maximum_filter(best, size=size, mode="constant"))
     iy, ix = np.nonzero(peaks)

@@ -198,3 +198,4 @@ def test_a_short_bone_leaving_the_scan_at_the_bottom_is_no_cut_femur() -> None:
     idx = np.argwhere(cap)
     qc = _assess(cap, border=idx[idx[:, 0] == idx[:, 0].min()])
     assert qc.head_found and abs(qc.head_radius_mm - 22.0) < 2.0
+    assert qc.touches_border and qc.verdict == "check", qc.reasons  # the floor cuts the femur below its head

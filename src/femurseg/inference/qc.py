@@ -242,8 +242,13 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
             # leaving the scan at the bottom has its top, and so its head if it is a femur, in view).
             z = to_world(border_idx)[:, 2]
             floor = world[:, 2].min() + 1.5 * float(spacing.max())
-            qc.touches_border = bool(((z >= world[:, 2].max() - limits.cut_zone_mm) & (z > floor)).any())
+            near_top = z >= world[:, 2].max() - limits.cut_zone_mm
+            qc.touches_border = bool((near_top & (z > floor)).any())
+            at_floor = bool((near_top & (z <= floor)).any())
         _head(fg, spacing, to_world, world, qc, limits)
+        if not qc.touches_border and border_idx is not None and len(border_idx) and at_floor and qc.head_found:
+            # A head at the scan's floor (an abdominal scan ending in the heads): the floor cuts the femur below it.
+            qc.touches_border = bool(qc.head_center_xyz_mm[2] - world[:, 2].min() < 40.0)
         if qc.head_center_xyz_mm is not None:
             c = np.asarray(qc.head_center_xyz_mm)
             below = world[(world[:, 2] <= c[2] - 40.0) & (world[:, 2] >= c[2] - 100.0)]

@@ -473,7 +473,7 @@ class Segmenter:
 
     def _is_femur_top(self, image: sitk.Image, grid: Grid, piece: np.ndarray) -> bool:
         """Whether ``piece`` (a bool mask on ``grid``) can be a femur's top: a femoral head fits (QC's sphere fit,
-        on a 2 mm subsample: ~20 ms), or the piece reaches the scan's top edge (the head is out of view), or metal
+        on a 2 mm subsample: ~20 ms) with no straight bone or wide plate under it, or the piece reaches the scan's top edge (the head is out of view), or metal
         lies within :data:`_METAL_NEAR_MM` of it (an implant's head is no bone)."""
         step = max(1, int(round(2.0 / min(grid.spacing_zyx))))
         sub = piece[::step, ::step, ::step]
@@ -483,9 +483,11 @@ class Segmenter:
         def to_world(idx_zyx: np.ndarray) -> np.ndarray:  # identity-direction LPS grid
             return np.asarray(idx_zyx, float)[:, ::-1] * spacing[::-1] + origin
 
-        qc = assess_side(sub, to_world, spacing_zyx=spacing, side="right", confidence=1.0, limits=self.qc_limits)
-        if qc.head_found:
-            return True
+        lim = self.qc_limits
+        qc = assess_side(sub, to_world, spacing_zyx=spacing, side="right", confidence=1.0, limits=lim)
+        if qc.head_found:  # a head with no straight bone or wide plate under it (a vertebral body fits a sphere too)
+            return (qc.neck_offset_mm is None or qc.neck_offset_mm >= lim.min_neck_offset_mm) and (
+                qc.shaft_width_mm is None or qc.shaft_width_mm <= lim.max_shaft_width_mm)
         zs = np.flatnonzero(piece.any(axis=(1, 2)))
         size = image.GetSize()
         scan_top = max(image.TransformIndexToPhysicalPoint([i, j, k])[2] for i in (0, size[0] - 1)

@@ -58,28 +58,39 @@ def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
 class _DiscSums:
     """Sums of a padded image and its square over centred discs of any radius [mm], by FFT, cached per radius."""
 
-    def __init__(self, img: np.ndarray, spacing_yx: tuple[float, float], pad: int) -> None:
-        self.shape = (img.shape[0] + 2 * pad, img.shape[1] + 2 * pad)
+    def __init__(self, img: np.ndarray, spacing_yx: tuple[float, float], pad: int,
+                 kernels: dict[tuple, tuple[np.ndarray, int]]) -> None:
+        # Padded to a fast FFT size; the padding (zeros) keeps discs from wrapping round to the far edge.
+        self.shape = (sfft.next_fast_len(img.shape[0] + 2 * pad, real=True),
+                      sfft.next_fast_len(img.shape[1] + 2 * pad, real=True))
         padded = np.zeros(self.shape)
-        padded[pad:-pad, pad:-pad] = img
-        self.pad, self.spacing = pad, spacing_yx
+        padded[pad : pad + img.shape[0], pad : pad + img.shape[1]] = img
+        self.pad, self.spacing, self.size = pad, spacing_yx, img.shape
         self.f1 = sfft.rfft2(padded)
         self.f2 = sfft.rfft2(padded * padded)
+        self.kernels = kernels
         self._cache: dict[float, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def _kernel(self, radius_mm: float) -> tuple[np.ndarray, int]:
+        """Fourier transform and size of a centred disc; shared by every slice of a scan (same grid)."""
+        key = (self.shape, self.spacing, round(radius_mm, 3))
+        if key not in self.kernels:
+            ny, nx = self.shape
+            yy = np.minimum(np.arange(ny), ny - np.arange(ny))[:, None] * self.spacing[0]
+            xx = np.minimum(np.arange(nx), nx - np.arange(nx))[None, :] * self.spacing[1]
+            kernel = (yy * yy + xx * xx <= radius_mm * radius_mm).astype(np.float64)
+            self.kernels[key] = (sfft.rfft2(kernel), int(kernel.sum()))
+        return self.kernels[key]
 
     def disc(self, radius_mm: float) -> tuple[np.ndarray, np.ndarray, int]:
         """(sum, sum of squares, voxel count) over the disc centred on each pixel of the unpadded image."""
         key = round(radius_mm, 3)
         if key not in self._cache:
-            ny, nx = self.shape
-            yy = np.minimum(np.arange(ny), ny - np.arange(ny))[:, None] * self.spacing[0]
-            xx = np.minimum(np.arange(nx), nx - np.arange(nx))[None, :] * self.spacing[1]
-            kernel = (yy * yy + xx * xx <= radius_mm * radius_mm).astype(np.float64)
-            kf = sfft.rfft2(kernel)
-            crop = (slice(self.pad, -self.pad), slice(self.pad, -self.pad))
+            kf, n = self._kernel(radius_mm)
+            crop = (slice(self.pad, self.pad + self.size[0]), slice(self.pad, self.pad + self.size[1]))
             s1 = sfft.irfft2(self.f1 * kf, s=self.shape)[crop]
             s2 = sfft.irfft2(self.f2 * kf, s=self.shape)[crop]
-            self._cache[key] = (s1, s2, int(kernel.sum()))
+            self._cache[key] = (s1, s2, n)
         return self._cache[key]
 
     def ring(self, r0: float, r1: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +118,8 @@ def _radius_scores(sums: _DiscSums, r: float, edge: float, ring_w: float, min_co
 
 def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_index: int,
                 radius_mm: tuple[float, float], min_contrast_hu: float = 30.0, max_sd_hu: float = 60.0,
-                hu_range: tuple[float, float] = (-400.0, 2500.0), max_count: int = 40) -> list[Disc]:
+                hu_range: tuple[float, float] = (-400.0, 2500.0), max_count: int = 40,
+                kernels: dict | None = None) -> list[Disc]:
     """Homogeneous discs of a radius in ``radius_mm`` that differ from a ring around them, in one slice.
 
     Parameters
@@ -129,6 +141,8 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
         Range of the disc's inside mean [HU].
     max_count : int
         Most discs returned (the strongest contrasts).
+    kernels : dict, optional
+        A cache of disc kernels to share between the slices of one scan (pass the same empty dict to each call).
 
     Returns
     -------
@@ -142,7 +156,7 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
     ring_w = max(3.0, 1.5 * max(sp))
     reach = radius_mm[1] + edge + ring_w
     pad = int(math.ceil(reach / min(sp))) + 1
-    sums = _DiscSums(img, sp, pad)
+    sums = _DiscSums(img, sp, pad, {} if kernels is None else kernels)
     step = max(0.5 * min(sp), 0.5)
     radii = np.arange(radius_mm[0], radius_mm[1] + 1e-6, step)
     best = np.zeros(img.shape)

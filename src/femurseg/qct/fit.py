@@ -85,12 +85,19 @@ class Plausible:
         Linear model: slope [HU per mg/cm³].
     intercept : (2,) tuple of float
         Linear model: CT value of zero mineral [HU] (about water's).
+    max_rms_hu : float
+        Largest root-mean-square residual of the rods about the fitted model [HU] (a phantom's rods fit it within
+        a few HU; wrong rods or a rod read off the phantom's body do not).
+    min_r_squared : float
+        Least coefficient of determination of the fit (with 3 rods or more).
     """
 
-    sigma_ref: tuple[float, float] = (0.5, 3.0)
+    sigma_ref: tuple[float, float] = (0.9, 3.0)
     beta_ref: tuple[float, float] = (-1100.0, -900.0)
     slope: tuple[float, float] = (0.2, 3.0)
     intercept: tuple[float, float] = (-150.0, 150.0)
+    max_rms_hu: float = 15.0
+    min_r_squared: float = 0.99
 
     def check(self, fit: LineFit, model: str) -> str:
         """Empty when plausible, else why not."""
@@ -99,6 +106,10 @@ class Plausible:
         for name, value, (lo, hi) in zip(names, (fit.slope, fit.intercept), ranges):
             if not lo <= value <= hi:
                 return f"{name} = {value:.4g} is outside the plausible {lo:g} to {hi:g}"
+        if fit.rms > self.max_rms_hu:
+            return f"the rods scatter about the fit by {fit.rms:.1f} HU RMS (at most {self.max_rms_hu:g} expected)"
+        if fit.residuals.size >= 3 and not fit.r_squared >= self.min_r_squared:
+            return f"R² = {fit.r_squared:.4f} is below {self.min_r_squared:g}"
         return ""
 
 

@@ -36,7 +36,8 @@ class RodMeasurement:
     material : Material
         The material of ``density``.
     hu : float
-        Median over slices of the mean CT value inside the rod, eroded away from its edge [HU].
+        Mean CT value inside the rod, eroded away from its edge, averaged over slices after dropping slices far
+        from the median slice [HU].
     hu_sd : float
         Standard deviation of the voxels inside the eroded rod, pooled over slices [HU] (mostly image noise).
     n_slices : int

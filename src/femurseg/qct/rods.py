@@ -13,8 +13,8 @@ The search, step by step:
    fewest non-rod slots whose fit is plausible (:class:`femurseg.qct.fit.Plausible`) wins.  When two ways fit
    equally well the search says so instead of choosing.
 5. **Measurement**: per slice, the mean inside the rod eroded by ``erosion_mm`` (clear of partial volume and
-   blur); the rod's value is the median over slices (slices far from the median, e.g. past the phantom's end,
-   are dropped first).
+   blur); slices far from the median of those means (past the phantom's end, artefacts) are dropped, and the
+   rod's value is the mean over the remaining slices.
 
 Rods must run along the image's slice axis (array z) within about a millimetre over the scan.
 """
@@ -234,12 +234,235 @@ def _slot_state(scene: _Scene, centre: np.ndarray, radius: float, erosion: float
 
 
 def _measure(scene: _Scene, centre: np.ndarray, radius: float, erosion: float) -> tuple[float, float, int, int]:
-    """(median HU, pooled SD [HU], slices, voxels) inside the eroded rod over the slice range."""
+    """(HU, pooled SD [HU], slices, voxels) inside the eroded rod over the slice range.
+
+    Slices whose mean lies far from the median of all slices' means (past the phantom's end, an artefact) are
+    dropped; the rod's value is the mean of the remaining slices' means (as robust as their median once outliers
+    are gone, and less noisy on scans of few slices).
+    """
     box, mask = _disc_mask(scene.mean.shape, scene.spacing_zyx[1:], centre, max(radius - erosion, 1.5))  # type: ignore[misc]
     z0, z1 = scene.z_range
     vals = scene.volume[z0 : z1 + 1, box[0], box[1]][:, mask].astype(np.float64)
     means, var = vals.mean(axis=1), vals.var(axis=1)
     med = float(np.median(means))
     mad = 1.4826 * float(np.median(np.abs(means - med)))
-    keep = np.abs(means - med) <= 4.0 * mad + 2.0
-    return float(np.median(means[keep])), float(np.sqrt(var[keep].mean())), int(keep.sum()), int(keep.sum() * mask.sum())
+    se = math.sqrt(float(np.median(var)) / mask.sum())  # a slice mean's noise
+    keep = np.abs(means - med) <= 4.0 * max(mad, se) + 2.0
+    return float(means[keep].mean()), float(np.sqrt(var[keep].mean())), int(keep.sum()), int(keep.sum() * mask.sum())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Identification: which certificate rod sits in which slot
+
+
+@dataclass
+class _Slot:
+    """What one slot of the row holds: ``state`` out / rod / no, its centre [array mm], radius and values."""
+
+    state: str
+    centre: np.ndarray
+    radius: float
+    contrast: bool
+    values: tuple[float, float, int, int] = (math.nan, math.nan, 0, 0)
+
+
+@dataclass
+class _Layout:
+    """One way of laying the certificate on the row, measured and fitted."""
+
+    direction: int
+    rods: list[RodMeasurement]
+    centres: dict[str, np.ndarray]
+    missing: list[str]
+    not_rod: list[str]
+    fit: LineFit | None
+    why: str
+
+    @property
+    def key(self) -> tuple[bool, int, int, float]:
+        """Sort key: plausible first, then fewest non-rod slots, most rods, smallest residual."""
+        return (bool(self.why), len(self.not_rod), -len(self.rods), self.fit.rms if self.fit else math.inf)
+
+
+class _RowSlots:
+    """The slots of one row, refined on the averaged image and measured on demand (cached)."""
+
+    def __init__(self, scene: _Scene, row: _Row, erosion: float) -> None:
+        refined = {s: _refine(scene, t) for s, t in row.members.items()}
+        fitted = _fit_row({s: _Point(c) for s, (c, _) in refined.items()}) if len(refined) >= 2 else row
+        self.scene, self.erosion, self.refined = scene, erosion, refined
+        self.origin, self.step = fitted.origin, fitted.step
+        self.radius = float(np.median([r for _, r in refined.values()]))
+        self.shift = min(row.members)
+        self.length = max(row.members) - self.shift + 1
+        self._cache: dict[int, _Slot] = {}
+
+    def __getitem__(self, s: int) -> _Slot:
+        if s not in self._cache:
+            k = s + self.shift
+            if k in self.refined:
+                centre, radius = self.refined[k]
+                slot = _Slot("rod", centre, radius, True)
+            else:
+                centre = self.origin + k * self.step
+                slot = _Slot(_slot_state(self.scene, centre, self.radius, self.erosion), centre, self.radius, False)
+            if slot.state == "rod":
+                slot.values = _measure(self.scene, slot.centre, slot.radius, self.erosion)
+            self._cache[s] = slot
+        return self._cache[s]
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A bare position, for refitting a row through refined centres."""
+
+    position: np.ndarray
+
+    @property
+    def yx(self) -> np.ndarray:
+        return self.position
+
+
+def _layouts(n_rods: int, length: int) -> Iterator[tuple[int, int]]:
+    """(direction, offset): rod i sits in slot ``direction · (i − offset)``; every visible slot gets a rod."""
+    for a in range(0, n_rods - length + 1):
+        yield 1, a
+    for a in range(length - 1, n_rods):
+        yield -1, a
+
+
+def _evaluate(slots: _RowSlots, spec: PhantomSpec, direction: int, offset: int, scan: sitk.Image,
+              options: SearchOptions) -> _Layout:
+    rods: list[RodMeasurement] = []
+    centres: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    not_rod: list[str] = []
+    dz, dy, dx = slots.scene.spacing_zyx
+    zmid = 0.5 * sum(slots.scene.z_range)
+    for i, rod in enumerate(spec.rods):
+        slot = slots[direction * (i - offset)]
+        if slot.state != "rod":
+            (missing if slot.state == "out" else not_rod).append(rod.name)
+            continue
+        hu, sd, n_sl, n_vox = slot.values
+        world = scan.TransformContinuousIndexToPhysicalPoint((slot.centre[1] / dx, slot.centre[0] / dy, zmid))
+        rods.append(RodMeasurement(rod.name, rod.density, rod.water_density, spec.material, hu, sd, n_sl, n_vox,
+                                   tuple(float(v) for v in world), slot.radius, slot.contrast))  # type: ignore[arg-type]
+        centres[rod.name] = slot.centre
+    fit, why = None, "fewer than 2 rods"
+    if len({r.density for r in rods}) >= 2:
+        fit = rods_fit(rods, spec)
+        why = options.plausible.check(fit, spec.model)
+    if not_rod:  # a slot in view without a rod contradicts the phantom's layout
+        why = f"no rod where rod(s) {', '.join(not_rod)} should be" + (f"; {why}" if why else "")
+    return _Layout(direction, rods, centres, missing, not_rod, fit, why)
+
+
+def _same_assignment(a: _Layout, b: _Layout, tol: float) -> bool:
+    common = set(a.centres) & set(b.centres)
+    return bool(common) and all(float(np.hypot(*(a.centres[n] - b.centres[n]))) <= tol for n in common)
+
+
+def _identify(scene: _Scene, rows: list[_Row], spec: PhantomSpec, scan: sitk.Image, options: SearchOptions
+              ) -> tuple[_Layout, _RowSlots, _Layout | None]:
+    """The best layout over all candidate rows, its row, and a rival that explains the scan as well (or None)."""
+    found: list[tuple[_Layout, _RowSlots]] = []
+    for row in rows:
+        slots = _RowSlots(scene, row, options.erosion_mm)
+        for direction, offset in _layouts(len(spec.rods), slots.length):
+            found.append((_evaluate(slots, spec, direction, offset, scan, options), slots))
+    found.sort(key=lambda ls: ls[0].key)
+    best, best_slots = found[0]
+    rival = None
+    for lay, _ in found[1:]:
+        if lay.why or best.why or lay.key[:3] != best.key[:3] or _same_assignment(lay, best, options.tolerance_mm):
+            continue
+        if lay.fit is not None and best.fit is not None and lay.fit.rms <= 2.0 * best.fit.rms + 3.0:
+            rival = lay
+            break
+    return best, best_slots, rival
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The search
+
+
+def _tracks(volume: np.ndarray, spacing_zyx: tuple[float, float, float], sampled: list[int], spec: PhantomSpec,
+            options: SearchOptions) -> list[DiscTrack]:
+    discs = []
+    kernels: dict = {}
+    for k in sampled:
+        discs += slice_discs(volume[k], spacing_zyx[1:], slice_index=k, radius_mm=spec.rod_radius_mm,
+                             min_contrast_hu=options.min_contrast_hu, max_sd_hu=options.max_sd_hu, kernels=kernels)
+    need = max(1, math.ceil(options.min_slice_fraction * len(sampled)))
+    return track_discs(discs, tolerance_mm=options.tolerance_mm, min_slices=need)
+
+
+def _not_found(spec: PhantomSpec, reason: str, **kw: object) -> PhantomSearch:
+    kw.setdefault("phantom", spec.name)
+    return PhantomSearch(found=False, reason=reason, **kw)  # type: ignore[arg-type]
+
+
+def _outcome(best: _Layout, slots: _RowSlots, rival: _Layout | None, spec: PhantomSpec, scan: sitk.Image,
+             options: SearchOptions) -> PhantomSearch:
+    """The search's result from the chosen layout: found or not, and why."""
+    step = best.direction * slots.step  # from the certificate's first rod to its last
+    dy, dx = slots.scene.spacing_zyx[1:]
+    world = np.asarray(scan.GetDirection(), float).reshape(3, 3) @ np.array([step[1], step[0], 0.0])
+    warnings = []
+    if best.missing:
+        warnings.append(f"rod(s) {', '.join(best.missing)} outside the field of view: {len(best.rods)} of "
+                        f"{len(spec.rods)} rods found")
+    common = dict(phantom=spec.name, rods=tuple(best.rods), missing=tuple(best.missing),
+                  pitch_mm=float(np.hypot(*slots.step)), slices=slots.scene.z_range,
+                  row_direction_xyz=tuple(float(v) for v in world / np.linalg.norm(world)), warnings=tuple(warnings))
+    if best.why:  # the discs are not this phantom's rods: report none of them as rods
+        return _not_found(spec, f"no {spec.name} phantom: rod-like discs in a row were found, but no assignment of "
+                          f"its rods to them fits ({best.why})")
+    if rival is not None:
+        names = ", ".join(r.name for r in rival.rods)
+        return _not_found(spec, f"the rods' identity is ambiguous: rods {names} in another order fit as well; "
+                          "calibrate with rods measured by hand (fit_calibration)", **common)
+    if len(best.rods) < options.min_rods:
+        return _not_found(spec, f"only {len(best.rods)} rod(s) of {spec.name} in view; a calibration needs "
+                          f"{options.min_rods}", **common)
+    return PhantomSearch(found=True, reason="", **common)  # type: ignore[arg-type]
+
+
+def find_phantom(scan: sitk.Image, *, phantom: PhantomSpec, options: SearchOptions | None = None) -> PhantomSearch:
+    """Find, identify and measure a calibration phantom's rods in a CT.
+
+    Parameters
+    ----------
+    scan : SimpleITK.Image
+        3D CT [HU]; the rods run along its slice axis (array z).
+    phantom : PhantomSpec
+        The phantom looked for (certificate, model, layout).
+    options : SearchOptions, optional
+        Search settings.
+
+    Returns
+    -------
+    PhantomSearch
+        ``found=False`` with a reason when there is no phantom, too few rods in view or rods that cannot be
+        identified: the search never guesses.
+    """
+    options = options or SearchOptions()
+    if not phantom.detectable:
+        return _not_found(phantom, f"{phantom.name} cannot be found automatically (its inserts are not rods "
+                          "along z); measure the inserts and use fit_calibration")
+    volume = sitk.GetArrayViewFromImage(scan)
+    spacing = tuple(float(s) for s in scan.GetSpacing()[::-1])
+    sampled = sorted({int(round(v)) for v in np.linspace(0, volume.shape[0] - 1, min(options.max_slices,
+                                                                                   volume.shape[0]))})
+    tracks = _tracks(volume, spacing, sampled, phantom, options)  # type: ignore[arg-type]
+    if not tracks:
+        return _not_found(phantom, "no calibration phantom: no homogeneous rod-like discs along z in the scan")
+    rows = _candidate_rows(tracks, phantom, options.tolerance_mm)
+    if not rows:
+        return _not_found(phantom, f"no calibration phantom: {len(tracks)} rod-like disc(s) along z, but no two in "
+                          f"a row at a pitch of {phantom.pitch_mm[0]:g}–{phantom.pitch_mm[1]:g} mm")
+    scene = _Scene(volume=volume, spacing_zyx=spacing, sampled=sampled)  # type: ignore[arg-type]
+    _prepare(scene, rows[:1], options.max_mean_slices)
+    best, slots, rival = _identify(scene, rows, phantom, scan, options)
+    return _outcome(best, slots, rival, phantom, scan, options)

@@ -13,10 +13,12 @@ Negative and partial cases are derived from each positive scan (nothing is writt
 - ``flipped_z``: the voxel array reversed head-to-foot, geometry kept (upside-down anatomy): no femur may be
   accepted;
 - ``noise``: a pure-noise volume with the scan's geometry: exit 3;
-- ``one_hip_right`` / ``one_hip_left``: the scan cut at the midline between the two heads: that hip only.
+- ``one_hip_right`` / ``one_hip_left``: the scan cut at the midline between the two heads: that hip only;
+- ``ends_at_heads``: the scan cropped 10 mm below the lower head centre (an abdominal CT that ends in the femoral
+  heads): both head caps expected, with a QC ``check`` (cut by the field of view).
 
 ``--negatives N`` adds N synthetic scans of each kind without a femur (:mod:`femurseg.phantom.negatives`: abdomen
-with both arms beside the body, lower legs): exit 3 expected.  A last table lists the quality-control values of
+with both arms beside the body, lower legs, chest with both arms): exit 3 expected.  A last table lists the quality-control values of
 every side the fine model segmented, accepted or rejected, so true femurs and false detections are seen side by
 side.
 
@@ -167,6 +169,13 @@ def derived_cases(scan_path: Path, reference_path: Path, folder: Path) -> dict[s
     noise.CopyInformation(scan)
     out["noise"] = (folder / "noise.nii.gz", {"exit": 3})
     sitk.WriteImage(noise, str(out["noise"][0]), True)
+    from femurseg.inference.landmarks import femoral_head_centers
+
+    centres = [c for c in femoral_head_centers(ref).values() if c is not None]
+    if len(centres) == 2:
+        low = np.flatnonzero(z_world >= min(c[2] for c in centres) - 10.0)
+        out["ends_at_heads"] = (folder / "ends_at_heads.nii.gz", {"exit": 0, "sides": ["right", "left"]})
+        sitk.WriteImage(scan[:, :, int(low[0]):], str(out["ends_at_heads"][0]), True)
     # Midline between the heads' x centroids (LPS: x grows to the patient's left).
     xs = [np.flatnonzero((arr == v).any(axis=(0, 1))) for v in (1, 2)]
     if all(x.size for x in xs):
@@ -210,7 +219,8 @@ def main() -> int:
     parser.add_argument("--locator", help="locator bundle (default: bundled)")
     parser.add_argument("--no-derived", action="store_true", help="skip the negative and one-hip cases")
     parser.add_argument("--negatives", type=int, default=0, metavar="N",
-                        help="also N synthetic scans without a femur of each kind (abdomen with arms, lower legs)")
+                        help="also N synthetic scans without a femur of each kind (abdomen with arms, lower legs, chest "
+                        "with arms)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scan", help=argparse.SUPPRESS)

@@ -172,16 +172,24 @@ def slice_discs(slice_yx: np.ndarray, spacing_yx: tuple[float, float], *, slice_
         best[better], best_r[better] = score[better], r
         for acc, v in zip(stats, (inside, contrast, sd)):
             acc[better] = v[better]
-    size = max(3, int(2 * radius_mm[0] / max(sp)) | 1)
-    peaks = (best > 0) & (best == ndimage.maximum_filter(best, size=size, mode="constant"))
-    iy, ix = np.nonzero(peaks)
+    return _peaks(best, [best_r, *stats], slice_index=slice_index, factor=f, spacing_yx=spacing_yx,
+                  min_distance_mm=radius_mm[0], max_count=max_count)
+
+
+def _peaks(score: np.ndarray, maps: list[np.ndarray], *, slice_index: int, factor: int,
+           spacing_yx: tuple[float, float], min_distance_mm: float, max_count: int) -> list[Disc]:
+    """The strongest local maxima of ``score`` at least ``min_distance_mm`` apart, as discs (radius, inside,
+    contrast and SD read from ``maps`` there); positions in full-resolution array millimetres."""
+    f = factor
+    size = max(3, int(2 * min_distance_mm / (f * max(spacing_yx))) | 1)
+    iy, ix = np.nonzero((score > 0) & (score == ndimage.maximum_filter(score, size=size, mode="constant")))
     found: list[Disc] = []
-    for k in np.argsort(-best[iy, ix], kind="stable"):
+    for k in np.argsort(-score[iy, ix], kind="stable"):
         y, x = iy[k], ix[k]
         d = Disc(slice_index, float((y * f + (f - 1) / 2) * spacing_yx[0]), float((x * f + (f - 1) / 2) * spacing_yx[1]),
-                 float(best_r[y, x]), float(stats[0][y, x]), float(stats[1][y, x]), float(stats[2][y, x]))
+                 *(float(m[y, x]) for m in maps))
         # A flat-topped response gives several maxima in one disc: keep the strongest.
-        if all(math.hypot(d.y_mm - e.y_mm, d.x_mm - e.x_mm) > radius_mm[0] for e in found):
+        if all(math.hypot(d.y_mm - e.y_mm, d.x_mm - e.x_mm) > min_distance_mm for e in found):
             found.append(d)
         if len(found) == max_count:
             break

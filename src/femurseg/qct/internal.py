@@ -70,6 +70,15 @@ class InternalOptions:
     max_slices: int = 16
     min_voxels: int = 200
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "material", Material(self.material))
+        except ValueError:
+            raise InputError(f"material must be one of {', '.join(m.value for m in Material)}, "
+                             f"not {self.material!r}") from None
+        if not (math.isfinite(self.nominal_slope) and self.nominal_slope > 0):
+            raise InputError(f"the nominal slope must be positive, not {self.nominal_slope}")
+
 
 def _peak(values: np.ndarray, window: tuple[float, float]) -> tuple[float, float] | None:
     """Mode of ``values`` inside ``window`` (1 HU histogram, smoothed), refined as the mean around it."""

@@ -87,12 +87,10 @@ def _base_config(args: argparse.Namespace, init: str):  # noqa: ANN202
 
 def run(args: argparse.Namespace) -> int:
     """Run or continue the protocol; print where the report is."""
-    import json
     import shlex
     import sys
     from pathlib import Path
 
-    from femurseg.config import to_dict
     from femurseg.errors import InputError
     from femurseg.protocol.runner import run_protocol
 
@@ -105,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
         from femurseg.training.config import load_train_config
 
         config = load_train_config(run_dir / "config.json")
-    config_json = json.dumps(to_dict(config), indent=1, sort_keys=True) + "\n"
     command = " ".join(shlex.quote(a) for a in ["femurseg", *getattr(args, "argv", [])])
-    result = run_protocol(data_dir, run_dir, settings, config=config, config_json=config_json, resume=args.resume,
+    result = run_protocol(data_dir, run_dir, settings, config=config, resume=args.resume,
                           fold=args.fold, locator=args.locator, device=args.device or "auto",
                           progress=sys.stderr.isatty(), command=command)
     print(f"units done: {len(result['done'])}")

@@ -237,6 +237,7 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
         qc.metal_ml = float(np.count_nonzero(np.asarray(hu)[near] >= limits.metal_hu)) * voxel_ml
     if fg.sum() >= 20:
         world = to_world(np.argwhere(fg))
+        at_floor = False
         if border_idx is not None and len(border_idx):
             # Cut where a head would be: contact near the mask's top, and not only along its lowest slice (a bone
             # leaving the scan at the bottom has its top, and so its head if it is a femur, in view).
@@ -246,7 +247,7 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
             qc.touches_border = bool((near_top & (z > floor)).any())
             at_floor = bool((near_top & (z <= floor)).any())
         _head(fg, spacing, to_world, world, qc, limits)
-        if not qc.touches_border and border_idx is not None and len(border_idx) and at_floor and qc.head_found:
+        if at_floor and not qc.touches_border and qc.head_found:
             # A head at the scan's floor (an abdominal scan ending in the heads): the floor cuts the femur below it.
             qc.touches_border = bool(qc.head_center_xyz_mm[2] - world[:, 2].min() < 40.0)
         if qc.head_center_xyz_mm is not None:

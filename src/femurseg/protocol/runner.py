@@ -141,16 +141,20 @@ def select(run_dir: Path, cohort: str, settings: ProtocolSettings) -> dict[str, 
 
 
 def run_protocol(data_dir: str | Path, run_dir: str | Path, settings: ProtocolSettings, *, config,  # noqa: ANN001
-                 config_json: str, resume: bool = False, fold: int | None = None, locator: str | None = None,
+                 resume: bool = False, fold: int | None = None, locator: str | None = None,
                  device: str = "auto", progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run (or continue) the protocol; with ``fold`` only that fold's units (for spreading folds over machines:
+    """Run (or continue) the protocol (``config``: the training recipe every unit starts from, kept as
+    ``config.json``); with ``fold`` only that fold's units (for spreading folds over machines:
     a later run without ``fold`` skips them and finishes).  ``command`` (the command line) is kept in
     ``command.txt`` for the report.  Returns ``{"done": [unit folders run or found done],
     "selection": {...}, "report": path or None}``.
     """
     from femurseg.training.data import find_cases
 
+    from femurseg.config import to_dict
+
     data_dir, run_dir = Path(data_dir), Path(run_dir)
+    config_json = json.dumps(to_dict(config), indent=1, sort_keys=True) + "\n"
     if fold is not None and not 0 <= fold < settings.folds:
         raise InputError(f"--fold must be 0–{settings.folds - 1}, not {fold}")
     records = find_cases(data_dir)

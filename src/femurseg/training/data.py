@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femurseg.atomic import transaction, write_text
 from femurseg.conventions import LEFT_FEMUR, RIGHT_FEMUR
 from femurseg.errors import InputError
 from femurseg.geometry import Grid, split_femur_by_side, unsided_two_femurs  # noqa: F401 (re-exported)
@@ -485,8 +486,6 @@ def _cache_key(record: CaseRecord, preprocessing: Preprocessing, context_mm: flo
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """Write a cache array atomically (runs sharing a cache may write the same case at once)."""
-    from femurseg.atomic import transaction
-
     with transaction(overwrite=True) as tx, tx.stage(path).open("wb") as fh:
         np.save(fh, array)
 
@@ -553,9 +552,7 @@ def prepare_volumes(
                     _save_npy(cache / names["image"], img)
                     _save_npy(cache / names["target"], tgt)
                     meta.append({"side": side, **names, "roi_start": list(start), "roi_stop": list(stop)})
-                tmp = index.with_name(f".{index.name}.tmp")
-                tmp.write_text(json.dumps(meta), encoding="utf-8")
-                os.replace(tmp, index)
+                write_text(index, json.dumps(meta))  # atomic: runs sharing a cache may write it at once
         for side, img, tgt, start, stop in parts:
             volumes.append(_with_points(record.case_id, side, img, tgt, start, stop, spacing))
     return volumes

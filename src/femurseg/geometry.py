@@ -54,6 +54,26 @@ class Grid:
         idx_xyz = (rel @ self.direction_matrix) / spacing_xyz
         return idx_xyz[..., ::-1]
 
+    def same_as(self, other: "Grid") -> bool:
+        """Whether ``other`` is this grid: same shape, and spacing, origin and direction equal within rounding
+        (spacing to 1e-4 relative, origin to a thousandth of the smallest voxel, direction cosines to 1e-4)."""
+        tol = 1e-3 * min(self.spacing_zyx)
+        return (
+            tuple(self.shape_zyx) == tuple(other.shape_zyx)
+            and np.allclose(self.spacing_zyx, other.spacing_zyx, rtol=1e-4, atol=0.0)
+            and np.allclose(self.origin_xyz, other.origin_xyz, rtol=0.0, atol=tol)
+            and np.allclose(self.direction, other.direction, rtol=0.0, atol=1e-4)
+        )
+
+    def crop(self, start_zyx: tuple[int, int, int], stop_zyx: tuple[int, int, int]) -> "Grid":
+        """The grid of the sub-array ``[start:stop]`` (array indices, z, y, x): same spacing and direction, the
+        origin moved to the first voxel of the crop."""
+        start = np.asarray(start_zyx, dtype=float)
+        origin = self.index_to_world(start)
+        return Grid(shape_zyx=tuple(int(b - a) for a, b in zip(start_zyx, stop_zyx)),  # type: ignore[arg-type]
+                    spacing_zyx=self.spacing_zyx, origin_xyz=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+                    direction=self.direction)
+
     def world_coordinates(self) -> np.ndarray:
         """World (x, y, z) of every voxel centre, shape (Z, Y, X, 3) [mm]; memory-hungry, for small grids."""
         zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=float) for n in self.shape_zyx), indexing="ij")

@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib.image as mpimg
 
     from femurseg.inference.landmarks import femoral_head_centers
-    from femurseg.io import read_image
+    from femurseg.io import read_image, require_same_grid
     from femurseg.viz.overlay import save_overlay
 
     image = read_image(args.image, series_uid=args.series_uid)
     mask = read_image(args.mask)
-    _check_same_grid(mask, image, args.mask)
+    require_same_grid(mask, image, what=args.mask)
     centers = femoral_head_centers(mask)
     found = {side: c for side, c in centers.items() if c is not None}
     if not found:
@@ -81,18 +81,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({', '.join(found)} femur)")
     return 0
 
-
-def _check_same_grid(mask, image, mask_path: str) -> None:
-    import numpy as np
-
-    from femurseg.errors import InputError
-
-    same = (
-        mask.GetSize() == image.GetSize()
-        and np.allclose(mask.GetSpacing(), image.GetSpacing(), rtol=1e-4)
-        and np.allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-3 * min(image.GetSpacing()))
-        and np.allclose(mask.GetDirection(), image.GetDirection(), atol=1e-4)
-    )
-    if not same:
-        raise InputError(f"{mask_path} is not on the scan's grid (size {mask.GetSize()} vs {image.GetSize()}, or "
-                         "different spacing/origin/direction); give the scan the mask was made from")

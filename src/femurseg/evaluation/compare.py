@@ -56,15 +56,6 @@ def _images_in(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _same_grid(a, b) -> bool:
-    return (
-        a.shape_zyx == b.shape_zyx
-        and np.allclose(a.spacing_zyx, b.spacing_zyx, atol=1e-4)
-        and np.allclose(a.origin_xyz, b.origin_xyz, atol=1e-3)
-        and np.allclose(a.direction, b.direction, atol=1e-5)
-    )
-
-
 def evaluate_folders(*, pred_dir: str | Path, truth_dir: str | Path) -> CohortEvaluation:
     """Metrics of every predicted label map in ``pred_dir`` against its namesake in ``truth_dir``.
 
@@ -94,7 +85,7 @@ def evaluate_folders(*, pred_dir: str | Path, truth_dir: str | Path) -> CohortEv
     for case in common:
         p_img, t_img = read_image(preds[case]), read_image(truths[case])
         gp, gt = grid_of(p_img), grid_of(t_img)
-        if not _same_grid(gp, gt):
+        if not gp.same_as(gt):
             raise InputError(f"{case}: prediction and truth grids differ (size, spacing, origin or direction)")
         p, t = array_of(p_img), array_of(t_img)
         for what, arr, path in (("truth", t, truths[case]), ("prediction", p, preds[case])):

@@ -55,6 +55,35 @@ def grid_of(image: sitk.Image) -> Grid:
     )
 
 
+def require_same_grid(image: sitk.Image, reference: sitk.Image, *, what: str) -> None:
+    """Refuse an image (a mask, say) that is not on the reference scan's grid.
+
+    Parameters
+    ----------
+    image, reference : SimpleITK.Image
+        3D images; ``image`` must have the reference's size, spacing, origin and direction (:meth:`Grid.same_as`).
+    what : str
+        How the message names ``image`` (e.g. its path).
+
+    Raises
+    ------
+    InputError
+        One line: what differs, and what to give instead.
+    """
+    a, b = grid_of(image), grid_of(reference)
+    if a.same_as(b):
+        return
+    if a.shape_zyx != b.shape_zyx:
+        diff = f"size {image.GetSize()} vs {reference.GetSize()}"
+    elif not np.allclose(a.spacing_zyx, b.spacing_zyx, rtol=1e-4):
+        diff = f"spacing {tuple(round(v, 4) for v in image.GetSpacing())} vs {tuple(round(v, 4) for v in reference.GetSpacing())}"
+    elif not np.allclose(a.direction, b.direction, atol=1e-4):
+        diff = "direction differs"
+    else:
+        diff = f"origin {tuple(round(v, 2) for v in image.GetOrigin())} vs {tuple(round(v, 2) for v in reference.GetOrigin())}"
+    raise InputError(f"{what} is not on the scan's grid ({diff}); give the scan the mask was made from")
+
+
 def image_from_array(array_zyx: np.ndarray, grid: Grid) -> sitk.Image:
     """A SimpleITK image holding ``array_zyx`` on ``grid``, with exactly the grid's geometry.
 

@@ -130,3 +130,26 @@ def unsided_two_femurs(labels_zyx: np.ndarray, grid: Grid) -> bool:
     sides = split_femur_by_side(labels_zyx == 1, grid)
     n_right, n_left = int(np.count_nonzero(sides == _RIGHT)), int(np.count_nonzero(sides == _LEFT))
     return min(n_right, n_left) >= 0.2 * max(n_right, n_left)
+
+
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Least-squares sphere through points (algebraic fit): (centre (3,), radius, RMS residual) [input units].
+
+    Raises
+    ------
+    ValueError
+        Fewer than 4 points or a degenerate configuration.
+    """
+    p = np.asarray(points, float)
+    if len(p) < 4:
+        raise ValueError("a sphere needs at least 4 points")
+    a = np.column_stack([2.0 * p, np.ones(len(p))])
+    b = (p**2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    centre = sol[:3]
+    r2 = sol[3] + float(centre @ centre)
+    if not np.isfinite(r2) or r2 <= 0:
+        raise ValueError("degenerate sphere fit")
+    radius = float(np.sqrt(r2))
+    resid = float(np.sqrt(np.mean((np.linalg.norm(p - centre, axis=1) - radius) ** 2)))
+    return centre, radius, resid

@@ -93,8 +93,6 @@ def _series_subfolders(folder: Path) -> list[Path]:
 
 def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
     """(case name, path) of every scan, and whether the run is a batch (output is a folder)."""
-    import csv
-
     from femurseg.errors import InputError
 
     paths = [Path(p) for p in inputs]
@@ -104,28 +102,9 @@ def _cases(inputs: list[str]) -> tuple[list[tuple[str, Path]], bool]:
     if len(paths) == 1:
         p = paths[0]
         if p.is_file() and p.suffix.lower() == ".csv":
-            try:
-                with open(p, newline="", encoding="utf-8-sig") as fh:
-                    rows = list(csv.DictReader(fh))
-            except UnicodeDecodeError as err:
-                raise InputError(f"{p} is not UTF-8 text (byte {err.start}); save the list as UTF-8 CSV") from None
-            except (OSError, csv.Error) as err:
-                raise InputError(f"cannot read {p} as a CSV list: {getattr(err, 'strerror', None) or err}") from None
-            if not rows or "path" not in rows[0]:
-                raise InputError(f"{p}: a CSV list needs a 'path' column with one scan per row")
-            cases = []
-            for i, row in enumerate(rows, start=2):
-                if not (row.get("path") or "").strip():
-                    raise InputError(f"{p}, line {i}: the 'path' cell is empty; give the scan's file or folder")
-                scan = Path(row["path"].strip())
-                scan = scan if scan.is_absolute() else p.parent / scan
-                if not scan.exists():
-                    raise InputError(f"{p}, line {i}: {scan}: no such file or folder")
-                case_id = (row.get("case_id") or "").strip()
-                if case_id and (case_id in (".", "..") or any(c in case_id for c in "/\\\0") or case_id.startswith(".")):
-                    raise InputError(f"{p}, line {i}: case_id {case_id!r} must be a plain name (no folders, no "
-                                     "leading dot): it names the output files")
-                cases.append((case_id or _case_name(scan), scan))
+            from femurseg.io.case_list import read_case_list
+
+            cases = [(r.case_id or _case_name(r.paths["path"]), r.paths["path"]) for r in read_case_list(p)]
             return _unique(cases), True
         if p.is_dir():
             files = _scan_files(p)

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from femurseg.geometry import fit_sphere
+
 @dataclass(frozen=True)
 class QCLimits:
     """The thresholds of the verdict (defaults: adult human hips).
@@ -131,29 +133,6 @@ class SideQC:
             elif isinstance(v, list) and v and isinstance(v[0], float):
                 d[k] = [round(x, 2) for x in v]
         return d
-
-
-def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Least-squares sphere through points (algebraic fit): (centre (3,), radius, RMS residual) [input units].
-
-    Raises
-    ------
-    ValueError
-        Fewer than 4 points or a degenerate configuration.
-    """
-    p = np.asarray(points, float)
-    if len(p) < 4:
-        raise ValueError("a sphere needs at least 4 points")
-    a = np.column_stack([2.0 * p, np.ones(len(p))])
-    b = (p**2).sum(axis=1)
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
-    centre = sol[:3]
-    r2 = sol[3] + float(centre @ centre)
-    if not np.isfinite(r2) or r2 <= 0:
-        raise ValueError("degenerate sphere fit")
-    radius = float(np.sqrt(r2))
-    resid = float(np.sqrt(np.mean((np.linalg.norm(p - centre, axis=1) - radius) ** 2)))
-    return centre, radius, resid
 
 
 def _solid(mask: np.ndarray) -> np.ndarray:

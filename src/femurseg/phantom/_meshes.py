@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from femurseg.geometry import fit_sphere as _fit_sphere
+
 #: OpenSim body frame (x anterior, y superior, z right) → LPS (x left, y posterior, z superior): p_lps = A @ p_os.
 OPENSIM_TO_LPS = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -27,13 +29,10 @@ def load_bundled_mesh(name: str):  # -> trimesh.Trimesh
 
 
 def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares (algebraic) sphere through points (N, 3) [mm]; returns centre (3,) and radius [mm]."""
-    p = np.asarray(points, dtype=float)
-    a = np.c_[2.0 * p, np.ones(len(p))]
-    b = (p**2).sum(axis=1)
-    sol = np.linalg.lstsq(a, b, rcond=None)[0]
-    centre = sol[:3]
-    return centre, float(np.sqrt(max(sol[3] + centre @ centre, 0.0)))
+    """Least-squares (algebraic) sphere through points (N, 3) [mm]: centre (3,) and radius [mm]
+    (:func:`femurseg.geometry.fit_sphere` without its residual)."""
+    centre, radius, _ = _fit_sphere(points)
+    return centre, radius
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ cases.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -24,6 +23,7 @@ import numpy as np
 from femurseg.atomic import transaction
 from femurseg.protocol.profiles import PROFILES, ProtocolSettings, estimate_hours
 from femurseg.protocol.units import read_rows
+from femurseg.viz.html import html_figure, html_page, html_table
 
 __all__ = ["write_report", "PAPER"]
 
@@ -209,22 +209,6 @@ def _md_table(t: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html_table(t: dict[str, Any]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in t["head"])
-    body = "".join(("<tr class='paper'>" if r[0].startswith("Zhao") else "<tr>")
-                   + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t["rows"])
-    note = f"<p class='note'>{e(t['note'])}</p>" if t["note"] else ""
-    return f"<h3>{e(t['title'])}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 6px}"
-        "th{background:#eee}tr.paper td{font-style:italic;background:#f6f6ff}.note{font-size:12px;color:#555}"
-        "figure{display:inline-block;margin:6px;vertical-align:top;width:47%}figure.wide{width:97%}"
-        "figcaption{font-size:12px;color:#444}img{max-width:100%}")
-
-
 def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report/`` from a finished protocol run (every unit done) on the cohort ``data_dir``;
     returns ``index.html``'s path."""
@@ -274,15 +258,13 @@ def write_report(run_dir: str | Path, data_dir: str | Path) -> Path:
                "cohorts": {c: {k: v for k, v in d.items() if not k.endswith("_rows")} for c, d in data.items()}}
     md = ["# femurseg protocol report", "", intro, ""] + [_md_table(t) for t in tables]
     md += ["## Figures", ""] + [f"![{c}](figures/{p.name})\n\n*{c}*\n" for c, p in figures + overlays]
-    body = [f"<h1>femurseg protocol report</h1><p>{html.escape(intro)}</p>"] + [_html_table(t) for t in tables]
+    body = [f"<p>{html.escape(intro)}</p>"]
+    body += [html_table(t["title"], t["head"], t["rows"], note=t["note"], emphasise=lambda r: r[0].startswith("Zhao"))
+             for t in tables]
     body.append("<h2>Figures</h2>")
-    for caption, path in figures + overlays:
-        b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-        wide = " class='wide'" if path.name.startswith(("overlay", "learning")) else ""
-        body.append(f"<figure{wide}><img src='data:image/png;base64,{b64}' alt='{html.escape(caption)}'>"
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>femurseg protocol report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    body += [html_figure(path, caption, wide=path.name.startswith(("overlay", "learning")))
+             for caption, path in figures + overlays]
+    page = html_page("femurseg protocol report", body)
     with transaction(overwrite=True) as tx:
         tx.stage(report / "report.md").write_text("\n".join(md), encoding="utf-8")
         tx.stage(report / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n",

@@ -204,6 +204,10 @@ PRESETS: dict[str, PhantomSpec] = {
 }
 
 
+#: Short names accepted wherever a preset's name is (``femurseg qct --phantom mindways``).
+ALIASES: dict[str, str] = {"mindways": "mindways_model3", "qrm": "qrm_bdc", "cha": "image_analysis_cha"}
+
+
 def phantom_spec(phantom: PhantomSpec | str | os.PathLike[str]) -> PhantomSpec:
     """Resolve a phantom given as a spec, a preset's name or the path of a JSON file.
 
@@ -214,12 +218,12 @@ def phantom_spec(phantom: PhantomSpec | str | os.PathLike[str]) -> PhantomSpec:
     """
     if isinstance(phantom, PhantomSpec):
         return phantom
-    if isinstance(phantom, str) and phantom in PRESETS:
-        return PRESETS[phantom]
+    if isinstance(phantom, str) and ALIASES.get(phantom, phantom) in PRESETS:
+        return PRESETS[ALIASES.get(phantom, phantom)]
     path = Path(phantom)
     if path.suffix.lower() == ".json" or path.is_file():
         return load_phantom_spec(path)
-    raise InputError(f"unknown phantom {str(phantom)!r}: give one of {', '.join(PRESETS)} or a JSON file")
+    raise InputError(f"unknown phantom {str(phantom)!r}: give one of {', '.join([*PRESETS, *ALIASES])} or a JSON file")
 
 
 def load_phantom_spec(path: str | os.PathLike[str]) -> PhantomSpec:

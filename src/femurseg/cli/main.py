@@ -18,7 +18,7 @@ from femurseg._version import __version__
 from femurseg.errors import FemursegError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("info", "segment", "view", "evaluate", "train", "protocol", "phantom")
+VERBS: tuple[str, ...] = ("info", "segment", "view", "qct", "evaluate", "train", "protocol", "phantom")
 
 
 def build_parser() -> argparse.ArgumentParser:

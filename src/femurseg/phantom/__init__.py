@@ -3,6 +3,7 @@
 Public names:
 
 - :func:`generate` (seed → :class:`PhantomCase`: CT, femur labels, tissue classes, facts), :class:`PhantomOptions`
+- :func:`true_frames` (the femurs' true anatomical frames of a case, for measuring ``femurseg.qct``)
 - :func:`write_cohort` (a labelled cohort folder), :func:`case_seed`, :func:`cohort_sexes`
 - :func:`sample_path` (the bundled sample scan and its labels)
 """
@@ -14,10 +15,10 @@ from pathlib import Path
 
 # Imported eagerly: the function ``generate`` shares its name with the module ``phantom.generate``, and a lazy
 # lookup would hand out the module once anything imported ``femurseg.phantom.generate``.
-from femurseg.phantom.generate import PhantomCase, PhantomOptions, generate
+from femurseg.phantom.generate import PhantomCase, PhantomOptions, generate, true_frames
 from femurseg.phantom.cohort import case_seed, cohort_sexes, write_cohort
 
-__all__ = ["generate", "PhantomOptions", "PhantomCase", "write_cohort", "case_seed", "cohort_sexes", "sample_path"]
+__all__ = ["generate", "true_frames", "PhantomOptions", "PhantomCase", "write_cohort", "case_seed", "cohort_sexes", "sample_path"]
 
 _SAMPLE_FILES = {"ct": "sample_ct.nii.gz", "labels": "sample_labels.nii.gz", "facts": "sample_facts.json"}
 

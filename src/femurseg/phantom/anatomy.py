@@ -753,6 +753,61 @@ class Skeleton:
             hi = np.where(inside, hi, mid)
         return c + (0.5 * (lo + hi))[:, None] * d
 
+    def _true_shaft_axis(self, side: str, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """The posed femur's proximal shaft axis (distal unit direction, a point) [mm, LPS], measured on the bone
+        as built: its random smooth deformation bends the shaft by degrees away from the template's straight
+        axis, so the axis is taken the way :func:`femurseg.qct.frame.femur_frame` defines it (the same window of
+        shaft under the lesser trochanter), on the exact surface sampled at 0.5 mm down to 250 mm under the head."""
+        from femurseg.geometry import Grid
+        from femurseg.qct import frame as _frame
+
+        fem = self._femur[side]
+        pts = fem.world_surface_points()
+        pts = pts[pts[:, 2] >= centre[2] - 260.0]
+        step = 0.5
+        lo, hi = pts.min(axis=0) - 3.0, pts.max(axis=0) + 3.0
+        axes = [np.arange(lo[i], hi[i], step) for i in range(3)]
+        mask = np.empty((len(axes[2]), len(axes[1]), len(axes[0])), bool)
+        gy, gx = np.meshgrid(axes[1], axes[0], indexing="ij")
+        for k, z in enumerate(axes[2]):  # slice by slice: bounded memory
+            plane = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, z)], axis=1)
+            mask[k] = (fem.evaluate(plane, fields=False) < 0).reshape(gx.shape)
+        grid = Grid(shape_zyx=mask.shape, spacing_zyx=(step, step, step), origin_xyz=tuple(float(v) for v in lo),
+                    direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        index = np.argwhere(mask)
+        world = grid.index_to_world(index)
+        sd, sp, _ = _frame._shaft_axis(world, _frame._cut_voxels(index, world, grid), centre, radius, side)
+        return sd, sp
+
+    def truth_frame(self, side: str):  # noqa: ANN201  (FemurFrame; imported lazily)
+        """The femur's true anatomical frame (:class:`femurseg.qct.frame.FemurFrame`, world LPS mm): the head
+        sphere fitted to the head's surface, the neck axis through the head centre along the varied neck, the
+        proximal shaft axis measured on the bone as built (:meth:`_true_shaft_axis`), and the narrowest neck
+        section found on the true surface (cross-section areas sampled every 0.5 mm from 0.8 to 2.5 head radii
+        along the neck axis on a 0.5 mm disc).  Seconds: for tests and benchmarks, not for every case."""
+        from femurseg.phantom._meshes import fit_sphere
+        from femurseg.qct.frame import FemurFrame
+
+        fem = self._femur[side]
+        centre, radius = fit_sphere(self.head_surface_points(side))
+        u = fem.lin @ (-fem.neck_dir_s)
+        u = u / np.linalg.norm(u)
+        sd, sp = self._true_shaft_axis(side, centre, float(radius))
+        e1 = np.cross(u, [0.0, 0.0, 1.0] if abs(u[2]) < 0.9 else [1.0, 0.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(u, e1)
+        g = np.arange(-1.6 * radius, 1.6 * radius + 1e-6, 0.5)
+        a, b = (m.ravel() for m in np.meshgrid(g, g, indexing="ij"))
+        ts = np.arange(0.8 * radius, 2.5 * radius + 1e-6, 0.5)
+        areas = []
+        for t in ts:
+            pts = centre - t * u + a[:, None] * e1 + b[:, None] * e2
+            areas.append(np.count_nonzero(fem.evaluate(pts, fields=False) < 0) * 0.25)
+        k = int(np.argmin(areas))
+        return FemurFrame(side=side, head_center_xyz=centre, head_radius_mm=float(radius), head_residual_mm=0.0,
+                          neck_axis_xyz=u, neck_center_xyz=centre - ts[k] * u,
+                          neck_width_mm=float(np.sqrt(4.0 * areas[k] / np.pi)), shaft_axis_xyz=sd, shaft_point_xyz=sp)
+
     def facts(self) -> dict:
         """Measured facts of the built anatomy (flat, JSON-able): per side the head diameter (sphere fit of the
         head surface) [mm], neck-shaft angle and anteversion [deg] (from the varied neck and shaft axes), joint

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -473,6 +473,10 @@ class BoneRender:
         Bone tissue classes of :data:`femurseg.conventions.TISSUES` where bone fills ≥ half a voxel, else 0.
     trabecular_vbmd : dict
         Mean trabecular density over the fully trabecular interior of each femur [mg/cm³ K2HPO4].
+    region_trabecular_vbmd : dict
+        Per side, per hip region (head, neck, trochanter, intertrochanter, total_hip): mean true density of the
+        trabecular bone at least 3 mm below the periosteal surface [mg/cm³ K2HPO4] (the truth ``femurseg qct``'s
+        trabecular vBMD is tested against).
     """
 
     occupancy: np.ndarray
@@ -480,6 +484,7 @@ class BoneRender:
     labels: np.ndarray
     tissues: np.ndarray
     trabecular_vbmd: dict[str, float]
+    region_trabecular_vbmd: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def render_bones(
@@ -527,6 +532,7 @@ def render_bones(
     h = max(fine.spacing_zyx)  # partial-volume ramp width: one cell
     hu_cort = float(cal.hu_of_density(density.cortical_density))
     vbmd: dict[str, float] = {}
+    truth: dict[str, dict[str, float]] = {}
     # Independent streams per bone, so the same bone gets the same texture whichever others are rendered.
     streams = dict(zip(BONE_NAMES, rng.spawn(len(BONE_NAMES))))
     # One periodic texture tile per case (band-passing a whole bone box costs seconds); each bone reads it at its
@@ -553,6 +559,7 @@ def render_bones(
         cortex = np.maximum(bf.cortex_mm.ravel()[idx], 0.05)
         f_out_a = np.clip(0.5 - sd / h, 0.0, 1.0)
         f_endo_a = np.clip(0.5 - (sd + cortex) / h, 0.0, 1.0)
+        deep = sd <= -_TRUTH_PEEL_MM if name.startswith("femur") else None
         del sd, cortex
         trab_a = np.clip(bf.trabecular.ravel()[idx], 0.0, 1.0)
         zi, yi, xi = np.unravel_index(idx, sdf.shape)
@@ -567,7 +574,6 @@ def render_bones(
             py = np.float32(fine.origin_xyz[1] + dy_f * box[1].start) + np.float32(dy_f) * yi.astype(np.float32)
             pz = np.float32(fine.origin_xyz[2] + dz_f * box[0].start) + np.float32(dz_f) * zi.astype(np.float32)
             mod = _femur_modulation(px, py, pz, skeleton.landmarks, side, srng)
-            del px, py, pz
             core = (f_endo_a >= 1.0) & (trab_a >= 0.999)
             # Normalise the regional pattern so the femur's mean trabecular density is the subject's vBMD.
             mean_mod = float(mod[core].mean()) if core.any() else 1.0
@@ -582,6 +588,8 @@ def render_bones(
         np.maximum(rho, 0.0, out=rho)
         if core is not None:
             vbmd[side] = float(rho[core].mean()) if core.any() else float("nan")
+            truth[side] = _region_truth(skeleton, side, np.stack([px, py, pz], axis=1), rho, core & deep)
+            del px, py, pz, deep
         hu_int = cal.hu_of_density(rho) * trab_a + np.float32(density.marrow_hu) * (1.0 - trab_a)
         del rho
         f_cort_a = f_out_a - f_endo_a
@@ -633,7 +641,32 @@ def render_bones(
     if timings is not None:
         timings["anatomy_sample"] = t_sample
         timings["bones"] = time.perf_counter() - t_start - t_sample
-    return BoneRender(occupancy=occ, hu_weighted=bhu, labels=labels, tissues=tissues, trabecular_vbmd=vbmd)
+    return BoneRender(occupancy=occ, hu_weighted=bhu, labels=labels, tissues=tissues, trabecular_vbmd=vbmd,
+                      region_trabecular_vbmd=truth)
+
+
+#: Depth below the periosteal surface from which bone counts as trabecular in the regional truth [mm]: the
+#: peel of :class:`femurseg.qct.bmd.CompartmentOptions`, so truth and measurement define the compartment alike.
+_TRUTH_PEEL_MM = 3.0
+
+
+def _region_truth(skeleton: Any, side: str, points_xyz: np.ndarray, rho: np.ndarray, trabecular: np.ndarray
+                  ) -> dict[str, float]:
+    """Mean true trabecular density [mg/cm³ K2HPO4] per hip region (:mod:`femurseg.qct.regions`, in the femur's
+    true frame) over the sub-voxel points of trabecular bone at least :data:`_TRUTH_PEEL_MM` deep; {} when the
+    anatomy has no true frame."""
+    frame_of = getattr(skeleton, "truth_frame", None)
+    if frame_of is None or not trabecular.any():
+        return {}
+    from femurseg.qct.regions import REGION_NAMES, TOTAL_HIP, region_of_points
+
+    codes = region_of_points(points_xyz[trabecular].astype(np.float64), frame_of(side))
+    values = rho[trabecular]
+    out = {name: float(values[codes == c].mean()) for c, name in REGION_NAMES.items() if (codes == c).any()}
+    in_total = np.isin(codes, TOTAL_HIP)
+    if in_total.any():
+        out["total_hip"] = float(values[in_total].mean())
+    return out
 
 
 def _visible_fraction(frac: np.ndarray, spacing_zyx: tuple[float, ...], psf_fwhm_mm: float) -> np.ndarray:

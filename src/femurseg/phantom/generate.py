@@ -199,11 +199,34 @@ def choose_grid(
     return Grid(shape_zyx=(nz, matrix, matrix), spacing_zyx=(dz, dy, dx), origin_xyz=origin)  # type: ignore[arg-type]
 
 
-def _skeleton(params: _anat.AnatomyParams, options: PhantomOptions) -> _anat.Skeleton:
+def _subject_skeleton(r_subject: np.random.Generator, r_anat: np.random.Generator,
+                      options: PhantomOptions) -> tuple[Any, _anat.AnatomyParams, _anat.Skeleton]:
+    """The case's subject, anatomy parameters and posed skeleton, from their own random streams."""
+    subject = _body.sample_subject(r_subject, sex=options.sex, age=options.age)
+    params = _anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
     femur_mesh = None
     if options.femur_mesh is not None:
         femur_mesh = _anat.load_femur_mesh(options.femur_mesh, side=options.mesh_side, scale=options.mesh_scale)
-    return _anat.build_skeleton(params, femur_mesh=femur_mesh)
+    return subject, params, _anat.build_skeleton(params, femur_mesh=femur_mesh)
+
+
+def true_frames(seed: int, *, options: PhantomOptions | None = None) -> dict:
+    """The true anatomical frames of the femurs of the case :func:`generate` makes from ``seed`` and ``options``.
+
+    Returns
+    -------
+    dict
+        ``{"right": FemurFrame, "left": FemurFrame}`` (:class:`femurseg.qct.frame.FemurFrame`, world LPS mm):
+        head sphere, neck axis, proximal shaft axis measured on the bone as built (its smooth random deformation
+        included), narrowest neck section.  Takes seconds (the shaft is sampled at 0.5 mm); for tests and
+        benchmarks.  Only for the modelled anatomy (``options.anatomy == "model"``).
+    """
+    options = options or PhantomOptions()
+    if options.anatomy != "model":
+        raise InputError(f"true frames exist for the modelled anatomy only, not {options.anatomy!r}")
+    r_subject, r_anat = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(10)[:2])
+    skeleton = _subject_skeleton(r_subject, r_anat, options)[2]
+    return {side: skeleton.truth_frame(side) for side in ("right", "left")}
 
 
 def _jsonable(value: Any) -> Any:
@@ -256,9 +279,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     r_subject, r_anat, r_scan, r_body, r_grid, r_bone, r_noise, r_streak, r_look, r_metal = (
         np.random.default_rng(s) for s in ss.spawn(10))
 
-    subject = _body.sample_subject(r_subject, sex=options.sex, age=options.age)
-    params = _anat.sample_anatomy(r_anat, sex=subject.sex, age=subject.age)
-    skeleton = _skeleton(params, options)
+    subject, params, skeleton = _subject_skeleton(r_subject, r_anat, options)
     landmarks = skeleton.landmarks
     timings["anatomy_build"] = time.perf_counter() - t0
 
@@ -291,6 +312,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     labels = bones.labels
     occupancy_mean = float(bones.occupancy.mean())
     vbmd = bones.trabecular_vbmd
+    region_vbmd = bones.region_trabecular_vbmd
     del bones, bone_cls
     appearance = None
     if options.appearance == "random":
@@ -324,6 +346,9 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     facts["trabecular_vbmd_left_mg_cm3"] = vbmd.get("left", float("nan"))
     vals = [v for v in vbmd.values() if np.isfinite(v)]
     facts["trabecular_vbmd_mg_cm3"] = float(np.mean(vals)) if vals else float("nan")
+    for side, regions in region_vbmd.items():
+        for region, value in regions.items():
+            facts[f"trabecular_vbmd_{side}_{region}_mg_cm3"] = value
     facts.update(scan.to_dict())
     facts.update({f"body_{k}": v for k, v in body.to_dict().items()})
     facts["size_xyz"] = [grid.shape_zyx[2], grid.shape_zyx[1], grid.shape_zyx[0]]
@@ -333,7 +358,7 @@ def generate(seed: int, *, options: PhantomOptions | None = None) -> PhantomCase
     facts["implants"] = implants
     if appearance is not None:
         facts.update({f"appearance_{k}": v for k, v in appearance.to_dict().items()})
-        for key in ("trabecular_vbmd_mg_cm3", "trabecular_vbmd_right_mg_cm3", "trabecular_vbmd_left_mg_cm3"):
+        for key in [k for k in facts if k.startswith("trabecular_vbmd_")]:
             facts[key] = float("nan")  # a random appearance does not follow the subject's densities
     facts = _jsonable(facts)
 

@@ -17,6 +17,7 @@ as built, its random deformation included), densities with the generator's regio
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9100, help="first seed")
     parser.add_argument("--field", choices=sorted(FIELDS), default="long", help="field of view (see FIELDS)")
     args = parser.parse_args()
+    logging.getLogger("femurseg").setLevel(logging.ERROR)  # the table says what the warnings would (nan angles)
 
     from femurseg.inference import Segmenter
     from femurseg.qct.analysis import analyse_scan

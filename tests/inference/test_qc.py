@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from femurseg.inference.qc import QCLimits, SideQC, assess_side, fit_sphere, verdict
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, fit_sphere, neck_reason, verdict
 
 SPACING = 1.5  # mm, isotropic
 ORIGIN = np.array([20.0, 20.0, 10.0])  # world (x, y, z) of voxel 0 [mm]
@@ -199,3 +199,28 @@ def test_a_short_bone_leaving_the_scan_at_the_bottom_is_no_cut_femur() -> None:
     qc = _assess(cap, border=idx[idx[:, 0] == idx[:, 0].min()])
     assert qc.head_found and abs(qc.head_radius_mm - 22.0) < 2.0
     assert qc.touches_border and qc.verdict == "check", qc.reasons  # the floor cuts the femur below its head
+
+
+def test_a_ball_on_a_tilted_straight_bone_has_no_neck_whatever_its_tilt() -> None:
+    """A humerus-like bone leaning 0.25 mm/mm: its centroid 40–100 mm under the head lies ~18 mm aside, the line
+    through its layers passes under the head: no neck."""
+    p = _world_grid()
+    head = np.linalg.norm(p - np.array([70.0, 60.0, 150.0]), axis=-1) <= 22.0
+    shaft = _capsule(p, (70, 60, 150), (70 + 0.25 * 140, 60, 10), 12.0)
+    qc = _assess(head | shaft)
+    assert qc.neck_centroid_offset_mm > 15.0 and qc.neck_offset_mm < 5.0
+    assert qc.verdict == "reject" and any("no femoral neck" in r for r in qc.reasons)
+
+
+@pytest.mark.parametrize(("line", "centroid", "femur"), [
+    (43.0, 26.0, True),    # an adult femur (pelvicref_005)
+    (22.0, 9.0, True),     # coxa valga with the shaft leaning medially: the line says femur
+    (17.0, 16.0, True),    # grey zone, both agree
+    (17.2, 13.5, False),   # grey zone, the centroid disagrees (an upside-down pelvis)
+    (5.0, 18.0, False),    # a leaning straight bone
+    (None, None, True),    # not measured: other checks decide
+])
+def test_neck_offsets_in_the_grey_zone_must_agree(line, centroid, femur) -> None:  # noqa: ANN001
+    qc = SideQC(neck_offset_mm=line, neck_centroid_offset_mm=centroid)
+    reason = neck_reason(qc, QCLimits())
+    assert (reason is None) == femur, reason

@@ -32,13 +32,29 @@ def test_compartment_volumes_of_a_ball_match_the_analytic_ones(spacing: tuple[fl
     grid, r = ball_grid(radius, spacing)
     mask = r <= radius
     density = np.where(mask, 600.0, 0.0)  # all above the cortical threshold
-    trab, cort = compartments(mask, grid, density, CompartmentOptions(peel_mm=peel))
+    trab, cort = compartments(mask, grid, density, CompartmentOptions(peel_mm=peel, slice_margin=0.0))
     voxel = float(np.prod(spacing))
     v_all, v_trab = 4.0 / 3.0 * math.pi * radius**3, 4.0 / 3.0 * math.pi * (radius - peel) ** 3
     assert mask.sum() * voxel == pytest.approx(v_all, rel=0.01)
     assert trab.sum() * voxel == pytest.approx(v_trab, rel=0.04)
     assert cort.sum() * voxel == pytest.approx(v_all - v_trab, rel=0.04)
     assert not (trab & cort).any() and not (trab & ~mask).any() and not (cort & ~mask).any()
+
+
+def test_the_peel_grows_with_the_slices() -> None:
+    """Half the largest spacing is added to the peel: 3 mm at fine resolution, 4.5 mm with 3 mm slices."""
+    radius = 15.0
+    fine, r_fine = ball_grid(radius, (0.5, 0.5, 0.5))
+    thick, r_thick = ball_grid(radius, (3.0, 0.5, 0.5))
+    opt = CompartmentOptions()
+    assert opt.peel_for(fine) == pytest.approx(3.25) and opt.peel_for(thick) == pytest.approx(4.5)
+    for grid, r in ((fine, r_fine), (thick, r_thick)):
+        mask = r <= radius
+        trab, _ = compartments(mask, grid, np.where(mask, 600.0, 0.0), opt)
+        expected = 4.0 / 3.0 * math.pi * (radius - opt.peel_for(grid)) ** 3
+        assert trab.sum() * float(np.prod(grid.spacing_zyx)) == pytest.approx(expected, rel=0.06)
+    with pytest.raises(ValueError, match="slice_margin"):
+        CompartmentOptions(slice_margin=-0.1)
 
 
 def test_depth_below_the_surface_of_a_ball() -> None:
@@ -73,7 +89,8 @@ def test_bmc_is_density_times_volume_per_region_and_total_hip_is_their_union() -
     x = grid.world_coordinates()[..., 0]
     regions = np.where(x < 0.0, NECK, np.where(x < 4.0, TROCHANTER, INTERTROCHANTER)) * mask
     regions[0, 0, 0] = HEAD  # outside the mask: ignored
-    out = region_densities(density, mask, regions, grid, unit=UNIT)
+    fixed = CompartmentOptions(slice_margin=0.0)  # the 3 mm peel alone, for the values by hand
+    out = region_densities(density, mask, regions, grid, unit=UNIT, options=fixed)
     assert list(out) == ["head", "neck", "trochanter", "intertrochanter", "total_hip"]
     voxel_cm3 = 0.5**3 / 1000.0
     for name, code in (("neck", NECK), ("trochanter", TROCHANTER), ("intertrochanter", INTERTROCHANTER)):
@@ -118,7 +135,7 @@ def test_cut_face_at_the_array_border_and_an_enclosed_cavity_are_not_peeled() ->
     p = grid.world_coordinates()
     radial = np.hypot(p[..., 0], p[..., 1])
     mask = radial <= 10.0
-    trab, _ = compartments(mask, grid, np.full(mask.shape, 600.0))
+    trab, _ = compartments(mask, grid, np.full(mask.shape, 600.0), CompartmentOptions(slice_margin=0.0))
     length_cm = 20 * 2.0 / 10.0
     assert trab.sum() * 0.5 * 0.5 * 2.0 / 1000.0 == pytest.approx(math.pi * 0.7**2 * length_cm, rel=0.04)
     assert trab[0].sum() == trab[10].sum()  # the end slices are as deep as the middle

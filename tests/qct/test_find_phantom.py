@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SynthPhantom, synth_scan
+from helpers.qct_phantom import SynthPhantom, synth_scan
 
 from femurseg.qct.calibration import SearchOptions, calibrate, find_phantom
 from femurseg.qct.phantoms import mindways_model3, phantom_spec

@@ -4,6 +4,7 @@ FEMUR_LABEL_FRACTION of it is bone), on isotropic, anisotropic, flipped and obli
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -263,6 +264,7 @@ def test_no_shaft_in_view_is_refused() -> None:
 
 def test_too_little_shaft_gives_no_neck_shaft_angle(caplog) -> None:  # noqa: ANN001
     """A hip scan that ends soon under the trochanters: the frame is made, the neck-shaft angle is not given."""
+    caplog.set_level(logging.INFO, logger="femurseg.qct.frame")
     femur = AnalyticFemur()
     grid = grid_around(*femur.extent(), (1.5, 1.0, 1.0))
     mask = label(femur.sdf, grid, cut_below_mm=femur.head_center[2] - 85.0)

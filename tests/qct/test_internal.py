@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import SimpleITK as sitk
-from conftest import SynthPhantom, synth_scan
+from helpers.qct_phantom import SynthPhantom, synth_scan
 
 from femurseg.errors import InputError
 from femurseg.qct.calibration import InternalOptions, calibrate_internal, sample_reference_tissues

@@ -67,7 +67,10 @@ def _summary(analysis) -> str:  # noqa: ANN001
         t = "" if neck is None or neck.t_score is None else f", neck T {neck.t_score:+.1f}"
         th = "" if total is None or total.t_score is None else f", total hip T {total.t_score:+.1f}"
         parts.append(f"{side}: neck trabecular {fem.densities['neck'].trabecular_vbmd:.0f}{t}{th}")
-    return f"{analysis.case}: {analysis.calibration.method} calibration; " + "; ".join(parts) + f" [{analysis.unit}]"
+    lines = [f"{analysis.case}: {analysis.calibration.method} calibration; " + "; ".join(parts) + f" [{analysis.unit}]"]
+    lines += [f"  warning: {w}" for w in analysis.warnings]
+    lines += [f"  warning: {side}: {w}" for side, fem in analysis.femurs.items() for w in fem.warnings]
+    return "\n".join(lines)
 
 
 def _cohort_rows(csv_path: Path) -> list[tuple[str, str, str]]:

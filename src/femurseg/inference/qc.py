@@ -47,7 +47,11 @@ class QCLimits:
     head_residual_mm : float
         Largest RMS residual of the head's sphere fit [mm] for a head to count as found.
     min_neck_offset_mm : float
-        Smallest horizontal offset [mm] of the femur 40–100 mm below the head centre from the head centre.
+        Smallest horizontal offset [mm] of the head centre from the bone 40–100 mm below it (see
+        :attr:`SideQC.neck_offset_mm`).
+    clear_neck_offset_mm : float
+        An offset [mm] from which the neck alone says femur; between ``min_neck_offset_mm`` and it, the head must
+        also lie ``min_neck_offset_mm`` from the centroid of the bone below (:func:`neck_reason`).
     max_shaft_width_mm : float
         Largest width [mm] of the bone 70–95 mm below the head centre (see :class:`SideQC`).
     volume_ml : (2,) tuple of float
@@ -69,6 +73,7 @@ class QCLimits:
     head_radius_mm: tuple[float, float] = (17.0, 34.0)
     head_residual_mm: float = 2.5
     min_neck_offset_mm: float = 15.0
+    clear_neck_offset_mm: float = 20.0
     max_shaft_width_mm: float = 60.0
     volume_ml: tuple[float, float] = (60.0, 450.0)
     min_volume_ml: float = 5.0
@@ -93,8 +98,10 @@ class SideQC:
     head_radius_mm, head_residual_mm : float or None
         Fitted radius and RMS distance of the surface points to the sphere [mm].
     neck_offset_mm : float or None
-        Horizontal distance of the femur 40–100 mm below the head centre from the head centre [mm]; None when the
-        mask does not reach that far.
+        Horizontal distance from the head centre to the bone 40–100 mm below it, extrapolated along that bone to the
+        head's height (:func:`_neck_offset`) [mm]; None when the mask does not reach that far.
+    neck_centroid_offset_mm : float or None
+        Horizontal distance from the head centre to the centroid of that bone [mm] (a tilt shifts it).
     shaft_width_mm : float or None
         Width of the mask 70–95 mm below the head centre [mm]: four standard deviations of its points along their
         widest horizontal direction (a disc's diameter); None when the mask does not reach that far.
@@ -117,6 +124,7 @@ class SideQC:
     head_radius_mm: float | None = None
     head_residual_mm: float | None = None
     neck_offset_mm: float | None = None
+    neck_centroid_offset_mm: float | None = None
     shaft_width_mm: float | None = None
     shape_side: str | None = None
     volume_ml: float = 0.0
@@ -234,7 +242,8 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
             below = world[(world[:, 2] <= c[2] - 40.0) & (world[:, 2] >= c[2] - 100.0)]
             if len(below) >= 20:
                 m = below.mean(axis=0)
-                qc.neck_offset_mm = float(np.hypot(m[0] - c[0], m[1] - c[1]))
+                qc.neck_offset_mm = _neck_offset(below, c)
+                qc.neck_centroid_offset_mm = float(np.hypot(m[0] - c[0], m[1] - c[1]))
                 dx = float(c[0] - m[0])
                 if abs(dx) >= 10.0 and qc.head_found:  # a side from a head, not from whatever the fit found
                     qc.shape_side = "right" if dx > 0 else "left"
@@ -243,6 +252,52 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
                 qc.shaft_width_mm = 4.0 * float(np.sqrt(np.linalg.eigvalsh(np.cov(shaft.T))[-1]))
     verdict(qc, side, limits)
     return qc
+
+
+def neck_reason(qc: SideQC, limits: QCLimits | None = None) -> str | None:
+    """Why the bone under the head is no femoral neck, or None when it may be one (or was not measured).
+
+    The head centre must lie ``clear_neck_offset_mm`` from the line of the bone under it, or at least
+    ``min_neck_offset_mm`` from both that line and the bone's centroid: the line is blind to tilt but extrapolates,
+    the centroid does not extrapolate but a tilt moves it, and in the grey zone both must agree.  Measured: true
+    femurs 25–45 mm from the line on phantoms (20–26 in a coxa valga of 146°; ``pelvicref_005`` 43), humeri and leg
+    bones 0–6 mm, an upside-down pelvis 17 mm from the line and 14 mm from the centroid.
+    """
+    lim = limits or QCLimits()
+    line, centroid = qc.neck_offset_mm, qc.neck_centroid_offset_mm
+    if line is None:
+        return None
+    if line >= lim.clear_neck_offset_mm or (
+            line >= lim.min_neck_offset_mm and (centroid is None or centroid >= lim.min_neck_offset_mm)):
+        return None
+    return (f"no femoral neck: the head is {line:.0f} mm from the line of the bone below it"
+            + ("" if centroid is None else f" and {centroid:.0f} mm from its centroid")
+            + f" (a femur: {lim.clear_neck_offset_mm:.0f} mm, or {lim.min_neck_offset_mm:.0f} mm from both)")
+
+
+def _neck_offset(below: np.ndarray, centre: np.ndarray) -> float:
+    """Horizontal distance [mm] from the head centre to the bone under it (world points ``below``, (N, 3) mm,
+    40–100 mm under ``centre``).
+
+    Where at least 20 mm of that bone is in view: the distance to the line through the bone's centroids in 2 mm
+    layers (fitted against height, weighted by their voxels), taken at the head centre's height; a straight bone
+    (a humerus, a tibia) passes under its own head whatever its tilt, a femur's shaft and trochanters pass 20–45 mm
+    lateral of it (phantoms: 20 mm in a coxa valga of 146°; ``pelvicref_005``: 39 mm).  With less in view: the
+    distance to the bone's centroid, which a tilt alone can shift by 10 mm.
+    """
+    layer = np.floor((below[:, 2] - centre[2]) / 2.0).astype(np.int64)
+    layer -= layer.min()
+    count = np.bincount(layer).astype(float)
+    used = count > 0
+    z = (np.bincount(layer, below[:, 2])[used] / count[used]) - centre[2]
+    xy = np.stack([np.bincount(layer, below[:, i])[used] / count[used] for i in (0, 1)], axis=1)
+    if float(np.ptp(z)) < 20.0 or len(z) < 5:
+        m = below.mean(axis=0)
+        return float(np.hypot(m[0] - centre[0], m[1] - centre[1]))
+    w = np.sqrt(count[used])[:, None]
+    design = np.stack([z, np.ones_like(z)], axis=1)
+    coef = np.linalg.lstsq(design * w, xy * w, rcond=None)[0]  # rows: slope, value at the head centre's height
+    return float(np.hypot(coef[1, 0] - centre[0], coef[1, 1] - centre[1]))
 
 
 def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
@@ -258,7 +313,6 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     """
     lim = limits or QCLimits()
     MIN_VOLUME_ML, CONFIDENCE, VOLUME_ML = lim.min_volume_ml, lim.confidence, lim.volume_ml  # noqa: N806
-    MIN_NECK_OFFSET_MM = lim.min_neck_offset_mm  # noqa: N806
     reject, check = [], []
     if qc.volume_ml < MIN_VOLUME_ML:
         reject.append(f"volume {qc.volume_ml:.1f} mL is a speck, not a femur")
@@ -279,10 +333,10 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
             # Cut by the field of view excuses a missing head only when the network is sure of the bone it saw.
             reject.append("cut by the field of view with no femoral head and an unsure network: not a femur "
                           "that can be reported")
-    if qc.neck_offset_mm is not None and qc.neck_offset_mm < MIN_NECK_OFFSET_MM:
+    no_neck = neck_reason(qc, lim)
+    if no_neck is not None:
         # Measured, a straight bone is straight whatever cuts it (arms and legs run through the whole scan).
-        reject.append(f"no femoral neck: the bone below the head is {qc.neck_offset_mm:.0f} mm from its centre "
-                      f"(a femur: {MIN_NECK_OFFSET_MM:.0f} mm or more)")
+        reject.append(no_neck)
     elif qc.head_found and qc.neck_offset_mm is None:
         partial.append("no femur below the head (the mask ends within 40 mm under the head's centre)")
     if qc.shaft_width_mm is not None and qc.shaft_width_mm > lim.max_shaft_width_mm:

@@ -33,7 +33,7 @@ from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
 from femurseg.inference.postprocess import clean_femur, include_enclosed_metal, largest_component
-from femurseg.inference.qc import QCLimits, SideQC, assess_side, verdict
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, neck_reason, verdict
 from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
 )
@@ -486,7 +486,7 @@ class Segmenter:
         lim = self.qc_limits
         qc = assess_side(sub, to_world, spacing_zyx=spacing, side="right", confidence=1.0, limits=lim)
         if qc.head_found:  # a head with no straight bone or wide plate under it (a vertebral body fits a sphere too)
-            return (qc.neck_offset_mm is None or qc.neck_offset_mm >= lim.min_neck_offset_mm) and (
+            return neck_reason(qc, lim) is None and (
                 qc.shaft_width_mm is None or qc.shaft_width_mm <= lim.max_shaft_width_mm)
         zs = np.flatnonzero(piece.any(axis=(1, 2)))
         size = image.GetSize()

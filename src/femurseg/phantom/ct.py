@@ -646,7 +646,8 @@ def render_bones(
 
 
 #: Depth below the periosteal surface from which bone counts as trabecular in the regional truth [mm]: the
-#: peel of :class:`femurseg.qct.bmd.CompartmentOptions`, so truth and measurement define the compartment alike.
+#: peel of :class:`femurseg.qct.bmd.CompartmentOptions` at fine resolution (the measurement peels half a slice
+#: more, against the cortex the slice profile spreads inwards; the true density barely changes with depth there).
 _TRUTH_PEEL_MM = 3.0
 
 

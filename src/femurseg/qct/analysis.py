@@ -25,7 +25,7 @@ from femurseg.io import array_of, grid_of, require_same_grid
 from femurseg.qct.bmd import CompartmentOptions, RegionDensity, region_densities
 from femurseg.qct.calibration import calibrate, calibrate_internal
 from femurseg.qct.dxa import ArealBMD, DXAProjection, areal_bmd, project_dxa
-from femurseg.qct.frame import FemurFrame, femur_frame
+from femurseg.qct.frame import MIN_NSA_SHAFT_MM, FemurFrame, femur_frame
 from femurseg.qct.phantoms import PhantomSpec
 from femurseg.qct.regions import RegionOptions, region_labels
 from femurseg.qct.results import CalibrationResult, DensityCalibration
@@ -265,9 +265,13 @@ def analyse_femur(hu_zyx: np.ndarray, mask_zyx: np.ndarray, grid: Grid, side: st
     dens = region_densities(density, mask_zyx, codes, grid, unit=calibration.unit, options=compartments)
     projection = project_dxa(density, mask_zyx, codes, grid, frame, density_unit=calibration.unit)
     areal = areal_bmd(projection)
+    warnings = _plausibility(dens, calibration.unit)
+    if not math.isfinite(frame.neck_shaft_angle_deg):
+        warnings.append(f"no neck-shaft angle: the shaft axis rests on {frame.shaft_length_mm:.0f} mm of shaft, it "
+                        f"needs {MIN_NSA_SHAFT_MM:.0f} mm (about 5 cm of femur under the lesser trochanter in view; "
+                        "segment with --extent full)")
     return FemurAnalysis(side=side, frame=frame, densities=dens, areal=areal, projection=projection, grid=grid,
-                         hu_zyx=hu_zyx, mask_zyx=mask_zyx, regions_zyx=codes,
-                         warnings=_plausibility(dens, calibration.unit))
+                         hu_zyx=hu_zyx, mask_zyx=mask_zyx, regions_zyx=codes, warnings=warnings)
 
 
 def analyse_scan(scan: sitk.Image, mask: sitk.Image, *, phantom: PhantomSpec | str | os.PathLike[str] | None =

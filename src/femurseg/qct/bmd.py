@@ -8,12 +8,14 @@ al., Bone 1997;21:101–108) and the peel of Mindways QCT Pro:
 integral
     every voxel of the femur mask (depth is measured in the filled mask, so an enclosed cavity is no surface);
 trabecular
-    mask voxels deeper than ``peel_mm`` below the periosteal surface: the Euclidean distance to the outside of
+    mask voxels deeper than the peel below the periosteal surface (``peel_mm``, 3 mm, plus half the largest voxel
+    spacing, for the cortex the slice profile spreads inwards: see :class:`CompartmentOptions`), the Euclidean
+    distance to the outside of
     the filled mask, with the grid's anisotropic spacing, less a quarter of the smallest spacing (the nearest
     voxel centre outside lies beyond the surface; with this offset the trabecular volumes of voxelised spheres
     and cylinders at 0.5–1 mm, isotropic or not, come out unbiased, each within about ±5 %);
 cortical
-    voxels of the outer shell (depth ≤ ``peel_mm``) whose calibrated density is at least
+    voxels of the outer shell (depth ≤ the peel) whose calibrated density is at least
     ``cortical_min_density``.  Shell voxels below it (marrow-like trabecular bone under a thin cortex) count in
     the integral compartment only.
 
@@ -53,17 +55,30 @@ class CompartmentOptions:
     Attributes
     ----------
     peel_mm : float
-        Depth below the periosteal surface beyond which the bone counts as trabecular [mm].
+        Depth below the periosteal surface beyond which the bone counts as trabecular [mm], at fine resolution.
+    slice_margin : float
+        The peel grows by this fraction of the grid's largest spacing (normally the slice spacing): the slice
+        profile and partial volume spread the cortex inwards by about half a slice, and where the cortex is
+        thick (the inferior neck, the calcar) a fixed 3 mm peel then takes some of it in.  Measured on a phantom
+        with 2.75 mm slices: neck trabecular vBMD +9.8 % with the fixed peel, +0.3 % with this margin (true
+        mask).  0 gives the fixed peel.
     cortical_min_density : float
         Least calibrated density of a shell voxel counted as cortical [mg/cm³ of the calibration's material].
     """
 
     peel_mm: float = 3.0
+    slice_margin: float = 0.5
     cortical_min_density: float = 350.0
+
+    def peel_for(self, grid: Grid) -> float:
+        """The peel used on ``grid`` [mm]: ``peel_mm + slice_margin × largest spacing``."""
+        return float(self.peel_mm + self.slice_margin * max(grid.spacing_zyx))
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.peel_mm) and self.peel_mm >= 0.0):
             raise ValueError(f"CompartmentOptions.peel_mm must be ≥ 0, not {self.peel_mm!r}")
+        if not (math.isfinite(self.slice_margin) and self.slice_margin >= 0.0):
+            raise ValueError(f"CompartmentOptions.slice_margin must be ≥ 0, not {self.slice_margin!r}")
         if not math.isfinite(self.cortical_min_density):
             raise ValueError("CompartmentOptions.cortical_min_density must be finite")
 
@@ -135,7 +150,7 @@ def compartments(mask_zyx: np.ndarray, grid: Grid, density_zyx: np.ndarray,
     mask = np.asarray(mask_zyx, dtype=bool)
     _check_shapes(grid, mask=mask, density=density_zyx)
     depth = depth_mm(mask, grid)
-    trabecular = mask & (depth > opt.peel_mm)
+    trabecular = mask & (depth > opt.peel_for(grid))
     cortical = mask & ~trabecular & (np.asarray(density_zyx) >= opt.cortical_min_density)
     return trabecular, cortical
 

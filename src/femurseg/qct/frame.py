@@ -550,7 +550,7 @@ def _shaft_axis(world: np.ndarray, cut: np.ndarray, centre: np.ndarray, radius: 
         s = v if v @ s > 0 else -v
     length = float(np.ptp(slabs.depth_mm[use])) + _SLAB_MM
     if length < MIN_NSA_SHAFT_MM:
-        log.warning("the %s femur's shaft axis rests on %.0f mm of shaft (the mask shows little under the lesser "
+        log.info("the %s femur's shaft axis rests on %.0f mm of shaft (the mask shows little under the lesser "
                     "trochanter): the neck-shaft angle is not reported (it needs %.0f mm, about %.0f mm of femur "
                     "under the lesser trochanter in view)", side, length, MIN_NSA_SHAFT_MM,
                     MIN_NSA_SHAFT_MM + _BELOW_TROCHANTER * radius)

@@ -78,7 +78,7 @@ def _dxa_plane_panel(ax, fem: FemurAnalysis) -> None:  # noqa: ANN001
     ax.add_patch(Circle(hc, fem.frame.head_radius_mm, fill=False, color="yellow", lw=0.8, ls="--"))
     u = fem.frame.neck_axis_xyz
     ax.plot([hc[0] - 70 * float(u @ e1), hc[0]], [hc[1] - 70 * float(u @ e2), hc[1]], color="yellow", lw=0.8)
-    ax.set_title(f"{fem.side} femur: regions in the neck–shaft plane", fontsize=9)
+    ax.set_title(f"{fem.side} femur:\nregions in the neck–shaft plane", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -103,7 +103,7 @@ def _neck_section_panel(ax, fem: FemurAnalysis, mask_zyx: np.ndarray, compartmen
             ax.contour(sec, levels=[0.5], colors=[colour], linewidths=0.9, extent=extent, origin="upper")
         ax.plot([], [], color=colour, label=name)
     ax.legend(fontsize=6, loc="lower right", framealpha=0.6)
-    ax.set_title(f"neck section (width {fem.frame.neck_width_mm:.1f} mm)", fontsize=9)
+    ax.set_title(f"neck section\n(width {fem.frame.neck_width_mm:.1f} mm)", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -128,7 +128,7 @@ def _projection_panel(ax, fem: FemurAnalysis) -> None:  # noqa: ANN001
             lines.append(f"{name.replace('_', ' ')} {a.abmd_g_cm2:.3f} g/cm²{t}")
     ax.text(0.02, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, color="white", va="bottom",
             bbox={"facecolor": "black", "alpha": 0.5, "lw": 0})
-    ax.set_title("DXA-like projection (CTXA estimate)", fontsize=9)
+    ax.set_title("DXA-like projection\n(CTXA estimate)", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -144,7 +144,7 @@ def _numbers_panel(ax, fem: FemurAnalysis, unit: str) -> None:  # noqa: ANN001
         if d is not None:
             lines.append(f"{name.replace('_', ' '):<16} {_fmt(d.integral_vbmd, 0):>8} {_fmt(d.trabecular_vbmd, 0):>6} "
                          f"{_fmt(d.cortical_vbmd, 0):>6}")
-    lines += [""] + [f"warning: {w}" for w in fem.warnings]
+    lines += [""] + [_wrap(f"warning: {w}", 58) for w in fem.warnings]
     ax.text(0.0, 1.0, "\n".join(lines), va="top", family="monospace", fontsize=7.5, transform=ax.transAxes)
     ax.axis("off")
 
@@ -174,8 +174,7 @@ def _calibration_panel(ax, analysis: QCTAnalysis) -> None:  # noqa: ANN001
         ax.set_xlabel("reference HU", fontsize=8)
         ax.set_ylabel("HU in this scan", fontsize=8)
     r2 = "" if not math.isfinite(cal.r_squared) else f", R² {cal.r_squared:.4f}"
-    ax.set_title(f"calibration ({cal.method}{', ' + cal.phantom if cal.phantom else ''}): HU = {cal.intercept:.1f} + "
-                 f"{cal.slope:.4f}·ρ{r2}", fontsize=9)
+    ax.set_title(f"{cal.method} calibration: HU = {cal.intercept:.1f} + {cal.slope:.4f}·ρ{r2}", fontsize=9)
     ax.tick_params(labelsize=7)
 
 
@@ -189,8 +188,8 @@ def report_figure(analysis: QCTAnalysis, path: str | Path) -> Path:
     from femurseg.qct.bmd import compartments
 
     sides = list(analysis.femurs)
-    fig = plt.figure(figsize=(15.0, 4.1 * len(sides) + 3.4))
-    gs = fig.add_gridspec(len(sides) + 1, 4, height_ratios=[4.1] * len(sides) + [3.0], width_ratios=[1.2, 0.9, 1, 1.1])
+    fig = plt.figure(figsize=(14.0, 4.1 * len(sides) + 3.4))
+    gs = fig.add_gridspec(len(sides) + 1, 4, height_ratios=[4.1] * len(sides) + [3.0], width_ratios=[1.1, 0.8, 1, 1.2])
     for i, side in enumerate(sides):
         fem = analysis.femurs[side]
         mask = fem.mask_zyx
@@ -209,7 +208,7 @@ def report_figure(analysis: QCTAnalysis, path: str | Path) -> Path:
     notes += [f"  {t.name}: {t.hu:.1f} HU (reference {t.reference_hu:.0f} HU)" for t in cal.tissues]
     notes += [f"• {w}" for w in analysis.warnings]
     notes += [f"{s} femur not analysed: {r}" for s, r in analysis.skipped.items()]
-    ax.text(0.0, 1.0, "\n".join(_wrap(n, 90) for n in notes), va="top", fontsize=8, transform=ax.transAxes)
+    ax.text(0.0, 1.0, "\n".join(_wrap(n, 80) for n in notes), va="top", fontsize=8, transform=ax.transAxes)
     ax.axis("off")
     fig.suptitle(f"femurseg qct — {analysis.case}", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
@@ -264,7 +263,7 @@ def _tables(analysis: QCTAnalysis) -> list[str]:
         html_table(f"Volumetric BMD by region [{u}]",
                    ["side", "region", "volume cm³", "BMC mg", "integral vBMD", "trabecular vBMD",
                     "trabecular cm³", "cortical vBMD", "cortical cm³"], vol,
-                   note="Trabecular: deeper than the peel below the periosteal surface; cortical: the outer shell at "
+                   note="Trabecular: deeper than the peel (3 mm + half the slice spacing) below the periosteal surface; cortical: the outer shell at "
                         "or above the cortical density threshold (underestimated by partial volume at clinical "
                         "resolution). Total hip = neck + trochanter + intertrochanter, as in DXA."),
         html_table("Areal BMD, CTXA-like (an estimate of DXA's)", ["side", "region", "BMC g", "area cm²",

@@ -22,6 +22,9 @@ from femurseg.qct.calibration import (
     mindways_model3,
     user_calibration,
 )
+from femurseg.qct.analysis import QCTAnalysis, analyse_scan
+from femurseg.qct.frame import FemurFrame, femur_frame
+from femurseg.qct.report import write_qct_outputs
 from femurseg.qct.units import Material
 
 __all__ = [
@@ -37,4 +40,9 @@ __all__ = [
     "PRESETS",
     "mindways_model3",
     "load_phantom_spec",
+    "analyse_scan",
+    "QCTAnalysis",
+    "write_qct_outputs",
+    "femur_frame",
+    "FemurFrame",
 ]

@@ -132,3 +132,21 @@ def test_refusals_are_one_line_and_leave_nothing(case, tmp_path, capsys) -> None
         assert not out.exists()
     assert main(["qct", str(folder / "scan.nii.gz"), "-o", str(tmp_path / "x")]) == 2
     assert "--mask" in capsys.readouterr().err
+
+
+def test_no_phantom_in_the_scan_is_said_and_phantomless_used(tmp_path, capsys) -> None:
+    """``--phantom mindways`` (the default) on a scan without one: the search says so, the phantomless calibration
+    is used, flagged in the JSON, the CSV and on the terminal."""
+    c = generate(11, options=PhantomOptions(matrix=128, spacing_xyz=(3.0, 3.0, 3.0), calibration_phantom=False,
+                                            recon_circle=False))
+    sitk.WriteImage(c.scan, str(tmp_path / "scan.nii.gz"))
+    sitk.WriteImage(c.labels, str(tmp_path / "mask.nii.gz"))
+    out = tmp_path / "res"
+    assert main(["qct", str(tmp_path / "scan.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "-o", str(out)]) == 0
+    data = json.loads((out / "qct.json").read_text())
+    assert data["calibration"]["method"] == "internal"
+    assert any("calibration phantom not found" in w for w in data["warnings"])
+    assert "calibration phantom not found" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "qct.csv").open()))
+    assert {r["calibration_method"] for r in rows} == {"internal"}
+    assert all("phantomless" in r["warnings"] for r in rows)

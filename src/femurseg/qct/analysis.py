@@ -268,8 +268,8 @@ def analyse_femur(hu_zyx: np.ndarray, mask_zyx: np.ndarray, grid: Grid, side: st
     warnings = _plausibility(dens, calibration.unit)
     if not math.isfinite(frame.neck_shaft_angle_deg):
         warnings.append(f"no neck-shaft angle: the shaft axis rests on {frame.shaft_length_mm:.0f} mm of shaft, it "
-                        f"needs {MIN_NSA_SHAFT_MM:.0f} mm (about 5 cm of femur under the lesser trochanter in view; "
-                        "segment with --extent full)")
+                        f"needs {MIN_NSA_SHAFT_MM:.0f} mm: about 5 cm of femur under the lesser trochanter, in the scan and "
+                        "in the mask (femurseg segment --extent full)")
     return FemurAnalysis(side=side, frame=frame, densities=dens, areal=areal, projection=projection, grid=grid,
                          hu_zyx=hu_zyx, mask_zyx=mask_zyx, regions_zyx=codes, warnings=warnings)
 

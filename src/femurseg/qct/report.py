@@ -285,6 +285,8 @@ def _html(analysis: QCTAnalysis, png: Path) -> str:
     body += [f"<p class='warn'>{_h.escape(w)}</p>" for w in analysis.warnings]
     body += [f"<p class='warn'>{_h.escape(s)} femur not analysed: {_h.escape(r)}</p>"
              for s, r in analysis.skipped.items()]
+    body += [f"<p class='warn'>{_h.escape(side)} femur: {_h.escape(w)}</p>"
+             for side, fem in analysis.femurs.items() for w in fem.warnings]
     body += _tables(analysis)
     body.append(html_figure(png, "Regions, neck section, DXA-like projection and calibration", wide=True))
     return html_page(f"femurseg qct — {analysis.case}", body)

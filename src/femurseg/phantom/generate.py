@@ -218,7 +218,7 @@ def true_frames(seed: int, *, options: PhantomOptions | None = None) -> dict:
     dict
         ``{"right": FemurFrame, "left": FemurFrame}`` (:class:`femurseg.qct.frame.FemurFrame`, world LPS mm):
         head sphere, neck axis, proximal shaft axis measured on the bone as built (its smooth random deformation
-        included), narrowest neck section.  Takes seconds (the shaft is sampled at 0.5 mm); for tests and
+        included), narrowest neck section.  About a second per femur (the shaft is sampled at 1 mm); for tests and
         benchmarks.  Only for the modelled anatomy (``options.anatomy == "model"``).
     """
     options = options or PhantomOptions()

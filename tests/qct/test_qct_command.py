@@ -113,6 +113,9 @@ def test_cohort_list_fills_one_csv(case, tmp_path) -> None:
     assert [(r["case"], r["side"]) for r in rows] == [("a", "right"), ("a", "left"), ("b", "right"), ("b", "left")]
     assert {r["calibration_method"] for r in rows} == {"user"}
     assert (out / "a" / "report.png").is_file() and (out / "b" / "qct.json").is_file()
+    before = (out / "qct_cohort.csv").read_bytes()
+    assert main(["qct", str(listing), "-o", str(out), "--slope", "1.2", "--intercept", "0"]) == 2  # no --overwrite
+    assert (out / "qct_cohort.csv").read_bytes() == before
 
 
 def test_refusals_are_one_line_and_leave_nothing(case, tmp_path, capsys) -> None:

@@ -91,6 +91,11 @@ def _run_cohort(args: argparse.Namespace, out: Path) -> int:
     from femurseg.errors import FemursegError
     from femurseg.qct.report import csv_text
 
+    from femurseg.errors import InputError
+
+    table = out / "qct_cohort.csv"
+    if table.exists() and not args.overwrite:  # before any work, as every other output
+        raise InputError(f"{table} exists; pass --overwrite to replace it")
     rows, failed = [], 0
     for image, mask, case in _cohort_rows(Path(args.input)):
         try:
@@ -102,8 +107,8 @@ def _run_cohort(args: argparse.Namespace, out: Path) -> int:
             continue
         rows += analysis.csv_rows()
         print(_summary(analysis))
-    write_text(out / "qct_cohort.csv", csv_text(rows), overwrite=True)
-    print(f"wrote {out / 'qct_cohort.csv'} ({len(rows) - failed} femurs; {failed} case(s) failed)")
+    write_text(table, csv_text(rows), overwrite=args.overwrite)
+    print(f"wrote {table} ({len(rows) - failed} femurs; {failed} case(s) failed)")
     return 2 if failed else 0
 
 

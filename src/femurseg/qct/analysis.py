@@ -23,6 +23,7 @@ from femurseg.errors import InputError
 from femurseg.geometry import Grid, split_femur_by_side, unsided_two_femurs
 from femurseg.io import array_of, grid_of, require_same_grid
 from femurseg.qct.bmd import CompartmentOptions, RegionDensity, region_densities
+from femurseg.qct.bmd import compartments as bmd_compartments
 from femurseg.qct.calibration import calibrate, calibrate_internal
 from femurseg.qct.dxa import ArealBMD, DXAProjection, areal_bmd, project_dxa
 from femurseg.qct.frame import MIN_NSA_SHAFT_MM, FemurFrame, femur_frame
@@ -67,6 +68,9 @@ class FemurAnalysis:
     hu_zyx, mask_zyx, regions_zyx : ndarray
         CT values [HU], the femur's mask and region codes (:mod:`femurseg.qct.regions`) in that box (for the
         report).
+    compartments_zyx : (ndarray, ndarray)
+        The trabecular and cortical compartments (bool) the densities were counted in, in that box (for the
+        report).
     warnings : list of str
     """
 
@@ -79,6 +83,7 @@ class FemurAnalysis:
     hu_zyx: np.ndarray
     mask_zyx: np.ndarray
     regions_zyx: np.ndarray
+    compartments_zyx: tuple[np.ndarray, np.ndarray]
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,7 +267,8 @@ def analyse_femur(hu_zyx: np.ndarray, mask_zyx: np.ndarray, grid: Grid, side: st
     frame = femur_frame(mask_zyx, grid, side)
     density = calibration.density(hu_zyx).astype(np.float32)
     codes = region_labels(mask_zyx, grid, frame, regions)
-    dens = region_densities(density, mask_zyx, codes, grid, unit=calibration.unit, options=compartments)
+    parts = bmd_compartments(mask_zyx, grid, density, compartments)
+    dens = region_densities(density, mask_zyx, codes, grid, unit=calibration.unit, compartments_zyx=parts)
     projection = project_dxa(density, mask_zyx, codes, grid, frame, density_unit=calibration.unit)
     areal = areal_bmd(projection)
     warnings = _plausibility(dens, calibration.unit)
@@ -271,7 +277,8 @@ def analyse_femur(hu_zyx: np.ndarray, mask_zyx: np.ndarray, grid: Grid, side: st
                         f"needs {MIN_NSA_SHAFT_MM:.0f} mm: about 5 cm of femur under the lesser trochanter, in the scan and "
                         "in the mask (femurseg segment --extent full)")
     return FemurAnalysis(side=side, frame=frame, densities=dens, areal=areal, projection=projection, grid=grid,
-                         hu_zyx=hu_zyx, mask_zyx=mask_zyx, regions_zyx=codes, warnings=warnings)
+                         hu_zyx=hu_zyx, mask_zyx=mask_zyx, regions_zyx=codes, compartments_zyx=parts,
+                         warnings=warnings)
 
 
 def analyse_scan(scan: sitk.Image, mask: sitk.Image, *, phantom: PhantomSpec | str | os.PathLike[str] | None =

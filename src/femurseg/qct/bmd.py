@@ -233,7 +233,8 @@ def _sums(codes: np.ndarray, density: np.ndarray, select: np.ndarray,
 
 
 def region_densities(density_zyx: np.ndarray, mask_zyx: np.ndarray, regions_zyx: np.ndarray, grid: Grid, *,
-                     unit: str, options: CompartmentOptions | None = None) -> dict[str, RegionDensity]:
+                     unit: str, options: CompartmentOptions | None = None,
+                     compartments_zyx: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, RegionDensity]:
     """Integral, trabecular and cortical vBMD and BMC of each CTXA-like region and of the total hip.
 
     Compartments are found on the whole mask (depth below the femur's own surface, not below a region's cut
@@ -252,6 +253,8 @@ def region_densities(density_zyx: np.ndarray, mask_zyx: np.ndarray, regions_zyx:
     unit : str
         The density's unit, e.g. ``DensityCalibration.unit`` (``mg/cm³ K2HPO4``).
     options : CompartmentOptions, optional
+    compartments_zyx : (trabecular, cortical), optional
+        The mask's compartments when the caller already has them (:func:`compartments` with ``options``).
 
     Returns
     -------
@@ -261,7 +264,7 @@ def region_densities(density_zyx: np.ndarray, mask_zyx: np.ndarray, regions_zyx:
     mask = np.asarray(mask_zyx, dtype=bool)
     _check_shapes(grid, density=density_zyx, mask=mask, regions=regions_zyx)
     density = np.asarray(density_zyx)
-    trab, cort = compartments(mask, grid, density, options)
+    trab, cort = compartments(mask, grid, density, options) if compartments_zyx is None else compartments_zyx
     n_codes = max(REGION_NAMES) + 1
     codes = np.where(mask, np.asarray(regions_zyx), 0).astype(np.intp)
     if codes.min() < 0 or codes.max() >= n_codes:

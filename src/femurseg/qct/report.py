@@ -185,17 +185,14 @@ def report_figure(analysis: QCTAnalysis, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from femurseg.qct.bmd import compartments
-
     sides = list(analysis.femurs)
     fig = plt.figure(figsize=(14.0, 4.1 * len(sides) + 3.4))
     gs = fig.add_gridspec(len(sides) + 1, 4, height_ratios=[4.1] * len(sides) + [3.0], width_ratios=[1.1, 0.8, 1, 1.2])
     for i, side in enumerate(sides):
         fem = analysis.femurs[side]
         mask = fem.mask_zyx
-        comp = compartments(mask, fem.grid, analysis.calibration.density(fem.hu_zyx))
         _dxa_plane_panel(fig.add_subplot(gs[i, 0]), fem)
-        _neck_section_panel(fig.add_subplot(gs[i, 1]), fem, mask, comp)
+        _neck_section_panel(fig.add_subplot(gs[i, 1]), fem, mask, fem.compartments_zyx)
         _projection_panel(fig.add_subplot(gs[i, 2]), fem)
         _numbers_panel(fig.add_subplot(gs[i, 3]), fem, analysis.unit)
     _calibration_panel(fig.add_subplot(gs[len(sides), 0:2]), analysis)

@@ -224,3 +224,43 @@ def test_neck_offsets_in_the_grey_zone_must_agree(line, centroid, femur) -> None
     qc = SideQC(neck_offset_mm=line, neck_centroid_offset_mm=centroid)
     reason = neck_reason(qc, QCLimits())
     assert (reason is None) == femur, reason
+
+
+def _body_scan(half_width_mm: float, centre_x_mm: float, nx: int = 200) -> np.ndarray:
+    """(6, 120, nx) HU at 2 mm in-plane: air, a table, and an elliptic body (40 HU) centred at world x ``centre_x_mm``
+    (voxel 0 at x = 0)."""
+    y, x = np.meshgrid(np.arange(120) * 2.0, np.arange(nx) * 2.0, indexing="ij")
+    sl = np.full(y.shape, -1000.0)
+    sl[((x - centre_x_mm) / half_width_mm) ** 2 + ((y - 110.0) / 90.0) ** 2 <= 1.0] = 40.0
+    sl[104:107, :] = -300.0  # a thin table under the back, across the array: its own component
+    return np.repeat(sl[None], 6, axis=0)
+
+
+def _scan_world(idx_zyx: np.ndarray) -> np.ndarray:
+    return np.asarray(idx_zyx, float)[:, ::-1] * np.array([2.0, 2.0, 3.0])
+
+
+def test_body_midline_is_the_outline_centre_and_unknown_when_the_outline_is_cut() -> None:
+    from femurseg.inference.qc import body_midline_x
+
+    assert body_midline_x(_body_scan(170.0, 210.0), _scan_world, 3) == pytest.approx(210.0, abs=1.5)
+    # A one-hip or small-field reconstruction: the body leaves the array, its centre is not the midline.
+    assert body_midline_x(_body_scan(170.0, 60.0), _scan_world, 3) is None
+    # Outside the reconstruction circle (padding) touching the body: cut too.
+    scan = _body_scan(170.0, 210.0)
+    scan[:, :, 30:45] = -2000.0
+    assert body_midline_x(scan, _scan_world, 3) is None
+    assert body_midline_x(np.full((6, 20, 20), -1000.0), _scan_world, 3) is None  # no body at all
+
+
+def test_a_head_on_the_body_midline_is_rejected() -> None:
+    fg = right_femur()
+    ok = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
+                     midline_x_at=lambda c: float(c[0]) + 85.0)
+    assert ok.verdict == "ok" and ok.midline_offset_mm == pytest.approx(85.0)
+    sacrum = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
+                         midline_x_at=lambda c: float(c[0]) + 5.0)
+    assert sacrum.verdict == "reject" and any("midline" in r for r in sacrum.reasons)
+    unknown = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
+                          midline_x_at=lambda c: None)
+    assert unknown.verdict == "ok" and unknown.midline_offset_mm is None

@@ -40,6 +40,39 @@ def test_femur_labels_are_the_expert_femur_split_by_side() -> None:
     assert (tissues[~subj.body & (tissues != TISSUES["table"])] == TISSUES["air"]).all()
 
 
+def test_the_head_dome_has_a_cortex_and_the_shaft_end_does_not() -> None:
+    subj = _subject()
+    tissues, labels = lm.tissues_from_labelmap(subj, np.random.default_rng(0))
+    for value in (RIGHT_FEMUR, LEFT_FEMUR):
+        side = labels == value
+        zs = np.flatnonzero(side.any(axis=(1, 2)))
+        # The head's top slice: all cortex (the subchondral plate), though in-plane it is 3+ voxels deep.
+        assert (tissues[zs.max()][side[zs.max()]] == TISSUES["femur_cortical"]).all()
+        assert side[zs.max()].sum() >= 9
+        # Under the head the interior stays trabecular bone or marrow.
+        below = tissues[zs.max() - 3][side[zs.max() - 3]]
+        assert (below != TISSUES["femur_cortical"]).any()
+
+
+def test_a_joint_space_separates_the_acetabulum_from_the_head() -> None:
+    from scipy import ndimage
+
+    subj = _subject()
+    femur = subj.labels == lm.FEMUR
+    # An acetabulum hugging the heads in-plane, touching them as the real label maps draw it.
+    cup = ndimage.binary_dilation(femur, structure=np.ones((1, 13, 13), bool)) & ~femur & (subj.labels == 0)
+    cup[:20] = False
+    subj.labels[cup] = lm.PELVIS
+    tissues, labels = lm.tissues_from_labelmap(subj, np.random.default_rng(0))
+    pelvis = subj.labels == lm.PELVIS
+    dist = ndimage.distance_transform_edt(subj.labels != lm.FEMUR, sampling=(3.0, 1.0, 1.0))
+    near, far = pelvis & (dist <= lm.JOINT_SPACE_MM[0]), pelvis & (dist > lm.JOINT_SPACE_MM[1])
+    assert near.sum() > 20 and far.sum() > 20
+    assert (tissues[near] == TISSUES["muscle"]).all()  # cartilage reads as soft tissue
+    assert np.isin(tissues[far], [TISSUES["pelvis_cortical"], TISSUES["pelvis_trabecular"]]).all()
+    np.testing.assert_array_equal(labels > 0, subj.labels == lm.FEMUR)  # the femur label is whole
+
+
 def test_tissues_are_deterministic_per_seed() -> None:
     subj = _subject()
     a = lm.tissues_from_labelmap(subj, np.random.default_rng(4))

@@ -81,6 +81,10 @@ def test_periosteal_rim_is_partly_bone_and_labels_are_untouched() -> None:
     cross = np.zeros((1, 3, 3), bool)
     cross[0, 1, :] = cross[0, :, 1] = True
     rim = femur & ~ndimage.binary_erosion(femur, structure=cross, border_value=1)
-    assert np.all(hu[~femur] == 50.0) and np.all(hu[femur & ~rim] == 1200.0)
-    assert 50.0 < float(hu[rim].min()) and float(hu[rim].max()) <= 1200.0
-    assert 200.0 < float(np.median(hu[rim])) < 1000.0
+    # The head's dome: voxels whose slice above (or below) leaves the femur, inside the in-plane rim.
+    cap = femur & ~ndimage.binary_erosion(femur, structure=np.ones((3, 1, 1), bool), border_value=1) & ~rim
+    assert cap.sum() > 100
+    assert np.all(hu[~femur] == 50.0) and np.all(hu[femur & ~rim & ~cap] == 1200.0)
+    for part in (rim, cap):
+        assert 50.0 < float(hu[part].min()) and float(hu[part].max()) <= 1200.0
+        assert 200.0 < float(np.median(hu[part])) < 1000.0

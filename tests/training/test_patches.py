@@ -129,3 +129,31 @@ def test_fov_cut_blanks_a_half_plane_through_the_bone(volumes) -> None:  # noqa:
     keep = fov_cut_mask(target, np.random.default_rng(3))
     assert keep.any() and (~keep).any() and torch.equal(keep, keep[:1].expand_as(keep))
 
+
+
+def test_z_cut_ends_the_field_of_view_in_the_top_of_the_femur(volumes) -> None:  # noqa: ANN001
+    from femurseg.training.patches import Z_CUT_DEPTH_MM, z_cut_mask
+
+    plain = _dataset(volumes, AugmentationConfig.off(), fg=1.0)
+    cut = _dataset(volumes, replace(AugmentationConfig.off(), p_z_cut=1.0), fg=1.0)
+    for i in range(8):
+        (x0, y0), (x, y) = plain[i], cut[i]
+        blank = (x[0] == -1.0) & (x0[0] != -1.0)
+        # Whole axial slices are blanked (a scan's end), nothing there is labelled, the rest is untouched.
+        rows = blank.flatten(1).any(1)
+        assert torch.equal(blank, rows.view(-1, 1, 1).expand_as(blank) & (x0[0] != -1.0))
+        assert not y[blank].any() and torch.equal(x[0][~blank], x0[0][~blank]) and torch.equal(y[~blank], y0[~blank])
+    # The plane: 5–60 mm under the femur's top, one side kept; both sides occur.
+    target = torch.zeros(80, 8, 8, dtype=torch.long)
+    target[10:70, 2:6, 2:6] = 1  # top slice 69
+    sides = set()
+    for seed in range(40):
+        keep = z_cut_mask(target, np.random.default_rng(seed), spacing_z_mm=1.0)
+        k = torch.nonzero(keep[:, 0, 0]).flatten()
+        assert torch.equal(keep, keep[:, :1, :1].expand_as(keep)) and 0 < len(k) < 80
+        above = int(k.max()) == 79
+        edge = int(k.min()) if above else int(k.max()) + 1
+        assert 69 - Z_CUT_DEPTH_MM[1] - 1 <= edge <= 69 - Z_CUT_DEPTH_MM[0] + 1
+        assert torch.equal(k, torch.arange(int(k.min()), int(k.max()) + 1))
+        sides.add(above)
+    assert sides == {True, False}

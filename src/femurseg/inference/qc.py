@@ -17,6 +17,10 @@ coordinates:
   shaft); a wide plate there (the iliac wing of a scan upside down, whose acetabulum looks like a head from below)
   is not a femur.  Measured as four standard deviations of the mask's points there along their widest horizontal
   direction (a disc's diameter; a plate's length · 1.15);
+- a **lateral head**: femoral heads lie 70–120 mm either side of the body's midline (adults); the sacrum and
+  the lumbar spine lie on it and can look like a head at a scan's lower edge.  The midline is the centre of the
+  body's outline at the head's height, measured only when the outline is whole in the scan (a one-hip or
+  small-field reconstruction cuts it: no test);
 - **metal** in or within two voxels of the mask (HU ≥ ``QCLimits.metal_hu``: a hip stem, a prosthetic head,
   screws): reported as ``implant``;
 - a **volume** plausible for the extent (head top to ``femurseg.inference.segmenter.DEFAULT_EXTENT_MM``
@@ -64,6 +68,9 @@ class QCLimits:
         CT value [HU] from which a voxel is metal (cortical bone stays under ~2000 HU).
     min_metal_ml : float
         Metal volume [mL] inside the mask from which the side is reported as ``implant``.
+    min_midline_offset_mm : float
+        Smallest distance [mm] of the head centre from the body's midline (left-right).  Measured: true femoral
+        heads 80–100 mm (phantoms, ``pelvicref_005``), the sacrum marked at a scan's lower edge 0–20 mm.
     cut_zone_mm : float
         A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
         shaft leaving the scan distally is the normal hip scan).  Contact along the mask's lowest slice only does
@@ -75,6 +82,7 @@ class QCLimits:
     min_neck_offset_mm: float = 15.0
     clear_neck_offset_mm: float = 20.0
     max_shaft_width_mm: float = 60.0
+    min_midline_offset_mm: float = 40.0
     volume_ml: tuple[float, float] = (60.0, 450.0)
     min_volume_ml: float = 5.0
     confidence: tuple[float, float] = (0.6, 0.85)
@@ -107,6 +115,9 @@ class SideQC:
         widest horizontal direction (a disc's diameter); None when the mask does not reach that far.
     shape_side : {"right", "left"} or None
         The side the shape says (head medial of the shaft); None when undecided.
+    midline_offset_mm : float or None
+        Left-right distance of the head centre from the body's midline at its height [mm]; None when the body's
+        outline is cut by the scan (no midline) or no head centre was fitted.
     volume_ml : float
     confidence : float
         Mean foreground probability over the mask.
@@ -127,6 +138,7 @@ class SideQC:
     neck_centroid_offset_mm: float | None = None
     shaft_width_mm: float | None = None
     shape_side: str | None = None
+    midline_offset_mm: float | None = None
     volume_ml: float = 0.0
     confidence: float = 0.0
     touches_border: bool = False
@@ -185,7 +197,7 @@ def _head(fg: np.ndarray, spacing_zyx: np.ndarray, to_world, world: np.ndarray, 
 
 def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence: float,  # noqa: ANN001
                 border_idx: np.ndarray | None = None, limits: QCLimits | None = None,
-                hu: np.ndarray | None = None) -> SideQC:
+                hu: np.ndarray | None = None, midline_x_at=None) -> SideQC:  # noqa: ANN001
     """QC values and verdict of one femur mask.
 
     Parameters
@@ -207,6 +219,9 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
         Thresholds; default adult human ones.
     hu : (Z, Y, X) ndarray, optional
         The scan's values [HU] over the same block, for the metal check.
+    midline_x_at : callable, optional
+        Maps a world point (3,) [mm, LPS] to the world x [mm] of the body's midline at its height, or None where it
+        cannot be measured (:func:`body_midline_x`); no midline test without it.
 
     Returns
     -------
@@ -247,11 +262,54 @@ def assess_side(fg: np.ndarray, to_world, *, spacing_zyx, side: str, confidence:
                 dx = float(c[0] - m[0])
                 if abs(dx) >= 10.0 and qc.head_found:  # a side from a head, not from whatever the fit found
                     qc.shape_side = "right" if dx > 0 else "left"
+            mid = midline_x_at(c) if midline_x_at is not None else None
+            qc.midline_offset_mm = None if mid is None else abs(float(c[0]) - mid)
             shaft = world[(world[:, 2] <= c[2] - 70.0) & (world[:, 2] >= c[2] - 95.0), :2]
             if len(shaft) >= 20:
                 qc.shaft_width_mm = 4.0 * float(np.sqrt(np.linalg.eigvalsh(np.cov(shaft.T))[-1]))
     verdict(qc, side, limits)
     return qc
+
+
+def body_midline_x(hu: np.ndarray, to_world, k: int, *, half_slab: int = 2,  # noqa: ANN001
+                   body_hu: float = -500.0, padding_hu: float = -1500.0) -> float | None:
+    """World x [mm] of the body's left-right centre in array slices ``k ± half_slab``, or None when it cannot be
+    measured.
+
+    The body is the largest connected region above ``body_hu`` in each slice (the table and loose objects apart);
+    its centre is the mean world x of its voxels.  None when a slice shows no body, or the body touches the
+    array's left or right edge or the reconstruction circle (values ≤ ``padding_hu``): the outline is cut, its
+    centre is not the midline (a one-hip or small-field reconstruction).
+
+    Parameters
+    ----------
+    hu : (Z, Y, X) ndarray
+        The whole scan [HU].
+    to_world : callable
+        Maps (N, 3) array indices (z, y, x) to (N, 3) world points [mm, LPS].
+    k : int
+        Array slice (z index) at the height wanted.
+    """
+    from scipy import ndimage
+
+    nz = hu.shape[0]
+    xs = []
+    for z in range(max(0, k - half_slab), min(nz, k + half_slab + 1)):
+        sl = np.asarray(hu[z])
+        comp, n = ndimage.label(sl > body_hu)
+        if n == 0:
+            return None
+        sizes = np.bincount(comp.ravel())[1:]
+        body = comp == int(np.argmax(sizes)) + 1
+        if body[:, 0].any() or body[:, -1].any():
+            return None
+        pad = sl <= padding_hu
+        if pad.any() and (ndimage.binary_dilation(pad, iterations=2) & body).any():
+            return None
+        idx = np.argwhere(body)
+        pts = to_world(np.column_stack([np.full(len(idx), z), idx]))
+        xs.append(float(pts[:, 0].mean()))
+    return float(np.mean(xs)) if xs else None
 
 
 def neck_reason(qc: SideQC, limits: QCLimits | None = None) -> str | None:
@@ -339,6 +397,9 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         reject.append(no_neck)
     elif qc.head_found and qc.neck_offset_mm is None:
         partial.append("no femur below the head (the mask ends within 40 mm under the head's centre)")
+    if qc.midline_offset_mm is not None and qc.midline_offset_mm < lim.min_midline_offset_mm:
+        reject.append(f"its head lies {qc.midline_offset_mm:.0f} mm from the body's midline (femoral heads: "
+                      f"{lim.min_midline_offset_mm:.0f} mm or more; the sacrum and spine lie on it)")
     if qc.shaft_width_mm is not None and qc.shaft_width_mm > lim.max_shaft_width_mm:
         partial.append(f"no femoral shaft: the bone 70–95 mm below the head is {qc.shaft_width_mm:.0f} mm wide "
                        f"(a femur: {lim.max_shaft_width_mm:.0f} mm or less)")

@@ -33,7 +33,7 @@ from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
 from femurseg.inference.postprocess import clean_femur, include_enclosed_metal, largest_component
-from femurseg.inference.qc import QCLimits, SideQC, assess_side, neck_reason, verdict
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, body_midline_x, neck_reason, verdict
 from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
 )
@@ -696,8 +696,16 @@ def _side_qc(image: sitk.Image, s: _Side, fg: np.ndarray, limits: QCLimits) -> S
         edge |= ndimage.binary_dilation(padding)
     confidence = float(s.prob[fg].mean()) if fg.any() else 0.0
     spacing_zyx = tuple(float(v) for v in image.GetSpacing()[::-1])
+    whole = sitk.GetArrayViewFromImage(image)
+    to_world = _block_world(image, np.zeros(3, int))
+
+    def midline_x_at(centre_xyz: np.ndarray) -> float | None:
+        k = int(round(image.TransformPhysicalPointToContinuousIndex([float(v) for v in centre_xyz])[2]))
+        return body_midline_x(whole, to_world, k) if 0 <= k < whole.shape[0] else None
+
     return assess_side(fg, _block_world(image, s.lo_xyz), spacing_zyx=spacing_zyx, side=s.side,
-                       confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits, hu=hu)
+                       confidence=confidence, border_idx=np.argwhere(fg & edge), limits=limits, hu=hu,
+                       midline_x_at=midline_x_at)
 
 
 def segment(image_or_path: sitk.Image | str | os.PathLike[str], *, model: Any = None, locator: Any = None,

@@ -10,7 +10,12 @@ What the label maps do not hold is filled in by rule, and varied per case:
 - femur and pelvis are split into cortex and interior by the in-plane distance to the bone's surface (the maps
   are 3 mm thick, so a 3D distance would cap the head with 3 mm of cortex): cortex 0.8–2 mm; in the femoral shaft
   (axial sections under 40 % of the largest one, below it) the cortex is a third of the section's radius and the
-  interior is marrow;
+  interior is marrow; the femur's surfaces that face up or down at and above its largest section (the head's
+  dome) get their first slice as cortex (the subchondral plate; :func:`femurseg.phantom.synth.
+  periosteal_partial_volume` renders that slice partly bone, as a 3 mm slice through a 1 mm plate reads);
+- the maps draw femoral head and acetabulum touching: the pelvis voxels within 2.5–4.5 mm of the femur become
+  soft tissue (the joint's cartilage), so the acetabular cortex lies behind a joint space as on CT (the femur label
+  is not touched);
 - sacrum and spine: a cortical shell around cancellous bone;
 - muscles are muscle; everything else inside the body outline is fat (the appearance adds organ-like blobs), its
   outer 1–3 mm skin; outside is air, with a patient table under the back (or the belly, for a prone patient);
@@ -103,6 +108,31 @@ def _inplane_depth(mask: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndar
     return out
 
 
+#: Width of the hip joint space carved out of the pelvis label where it touches the femur [mm] (the two
+#: cartilages, 2.5–4.5 mm on CT of adult hips; the label maps draw femur and acetabulum touching).
+JOINT_SPACE_MM: tuple[float, float] = (2.5, 4.5)
+
+
+def _joint_space(lab: np.ndarray, spacing_zyx: tuple[float, float, float], width_mm: float) -> np.ndarray:
+    """(Z, Y, X) bool: the pelvis voxels within ``width_mm`` of the femur (3D, in mm): the joint's cartilage.
+
+    The femur label is left whole (it is the training label); the acetabular cortex is then drawn behind the gap, so
+    a render shows the head's own subchondral plate, a soft-tissue joint space and the acetabulum, as CT does.
+    """
+    from scipy import ndimage
+
+    femur = lab == FEMUR
+    pelvis = lab == PELVIS
+    if not femur.any() or not pelvis.any():
+        return np.zeros(lab.shape, bool)
+    zs = np.flatnonzero(femur.any(axis=(1, 2)))
+    pad = int(np.ceil(width_mm / spacing_zyx[0])) + 1
+    lo, hi = max(0, zs.min() - pad), min(lab.shape[0], zs.max() + pad + 1)
+    near = np.zeros(lab.shape, bool)
+    near[lo:hi] = ndimage.distance_transform_edt(~femur[lo:hi], sampling=spacing_zyx) <= width_mm
+    return near & pelvis
+
+
 def _femur_tissues(femur: np.ndarray, spacing_zyx: tuple[float, float, float], cortex_mm: float,
                    tissues: np.ndarray) -> None:
     """Write cortex, trabecular bone and shaft marrow of one femur into ``tissues`` (in place)."""
@@ -116,6 +146,13 @@ def _femur_tissues(femur: np.ndarray, spacing_zyx: tuple[float, float, float], c
     radius = np.sqrt(area / np.pi)
     thickness[shaft] = np.maximum(cortex_mm, radius[shaft] / 3.0)
     cortical = femur & (depth <= thickness[:, None, None])
+    # The head's dome and the other surfaces facing up or down (at and above the largest section) have a cortex
+    # too, the subchondral plate: the first slice inside them (an in-plane depth never reaches them).
+    from scipy import ndimage
+
+    cap = femur & ~ndimage.binary_erosion(femur, structure=np.ones((3, 1, 1), bool), border_value=1)
+    cap[:z_max] = False
+    cortical |= cap
     interior = np.where(shaft, TISSUES["marrow"], TISSUES["femur_trabecular"]).astype(np.uint8)  # per slice
     tissues[femur] = interior[np.nonzero(femur)[0]]
     tissues[cortical] = TISSUES["femur_cortical"]
@@ -141,8 +178,10 @@ def tissues_from_labelmap(subject: LabelmapSubject, rng: np.random.Generator) ->
     skin = body & (_inplane_depth(body, spacing_zyx[1:]) <= skin_mm)
     tissues[skin] = TISSUES["skin"]
     tissues[(lab >= FIRST_MUSCLE) & (lab <= LAST_MUSCLE)] = TISSUES["muscle"]
+    joint = _joint_space(lab, spacing_zyx, float(rng.uniform(*JOINT_SPACE_MM)))
+    tissues[joint] = TISSUES["muscle"]
     for cls, interior in ((PELVIS, "pelvis_trabecular"), (SACRUM, "sacrum"), (SPINE, "sacrum")):
-        bone = lab == cls
+        bone = (lab == cls) & ~joint
         depth = _inplane_depth(bone, spacing_zyx[1:])
         tissues[bone] = TISSUES[interior]
         tissues[bone & (depth <= rng.uniform(0.8, 1.8))] = TISSUES["pelvis_cortical"]

@@ -40,7 +40,9 @@ def periosteal_partial_volume(hu: np.ndarray, femur: np.ndarray, rng: np.random.
     FEMUR_LABEL_FRACTION`), so on the real scan its outermost voxels were only partly bone: they read between the
     surrounding soft tissue and the cortex.  Filling them with full cortex would teach a network that the femur
     ends one voxel outside its surface.  Each rim voxel becomes ``soft + f·(bone − soft)``, with ``soft`` the mean
-    of its non-femur in-plane neighbours and ``f`` drawn from :data:`RIM_FRACTION`.
+    of its non-femur in-plane neighbours and ``f`` drawn from :data:`RIM_FRACTION`.  The voxels whose slice above
+    or below is outside the femur (the head's dome on 3 mm slices) are blended the same way with their non-femur
+    neighbours in z.
 
     Parameters
     ----------
@@ -57,14 +59,16 @@ def periosteal_partial_volume(hu: np.ndarray, femur: np.ndarray, rng: np.random.
     cross = np.zeros((1, 3, 3), bool)
     cross[0, 1, :] = cross[0, :, 1] = True
     rim = femur & ~ndimage.binary_erosion(femur, structure=cross, border_value=1)
+    cap = femur & ~ndimage.binary_erosion(femur, structure=np.ones((3, 1, 1), bool), border_value=1) & ~rim
     out = (~femur).astype(np.float32)
-    box = (1, 3, 3)
-    num = ndimage.uniform_filter(hu * out, size=box, mode="nearest")
-    den = ndimage.uniform_filter(out, size=box, mode="nearest")
-    idx = np.nonzero(rim & (den > 0))
-    soft = num[idx] / den[idx]
-    f = np.clip(rng.uniform(*RIM_FRACTION) + rng.normal(0.0, 0.1, soft.shape), 0.05, 1.0).astype(np.float32)
-    hu[idx] = soft + f * (hu[idx] - soft)
+    level = rng.uniform(*RIM_FRACTION)
+    for where, box in ((rim, (1, 3, 3)), (cap, (3, 1, 1))):
+        num = ndimage.uniform_filter(hu * out, size=box, mode="nearest")
+        den = ndimage.uniform_filter(out, size=box, mode="nearest")
+        idx = np.nonzero(where & (den > 0))
+        soft = num[idx] / den[idx]
+        f = np.clip(level + rng.normal(0.0, 0.1, soft.shape), 0.05, 1.0).astype(np.float32)
+        hu[idx] = soft + f * (hu[idx] - soft)
 
 
 def generate_labelmap_case(seed: int, *, subject: str | None = None, noise_sigma_hu: float | None = None,

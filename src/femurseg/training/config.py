@@ -67,6 +67,11 @@ class AugmentationConfig:
         the patch is blank (the window's low end, as a scan's edge or its reconstruction circle reads at inference)
         and nothing is labelled. Targeted reconstructions of real hip scans often cut the greater trochanter or the
         soft tissue; the phantom's drawn fields of view never do.
+    p_z_cut : float
+        Probability of an axial field-of-view end: a plane across z, 5–60 mm under the top of the femur in the patch,
+        beyond which the patch is blank and unlabelled; the kept side is above (an abdominal CT that ends in the
+        femoral heads) or below (a thigh or knee CT that starts in them), half each. The phantoms' and label maps'
+        fields of view always hold 40 mm of femur or more; real scans end anywhere.
     """
 
     p_affine: float = 0.8
@@ -89,10 +94,11 @@ class AugmentationConfig:
     gamma: tuple[float, float] = (0.7, 1.5)
     roi_jitter_mm: float = 8.0
     p_fov_cut: float = 0.15
+    p_z_cut: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("p_affine", "p_elastic", "p_calibration", "p_noise", "p_blur", "p_low_resolution",
-                     "p_thick_slices", "p_gamma", "p_fov_cut"):
+                     "p_thick_slices", "p_gamma", "p_fov_cut", "p_z_cut"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]")
         for name in ("scale", "noise_sd_hu", "blur_sigma_mm", "low_resolution_zoom", "slice_thickness_mm", "gamma"):

@@ -197,6 +197,9 @@ class PatchDataset(torch.utils.data.Dataset):
         p_cut = self.augmenter.config.p_fov_cut
         if p_cut > 0 and rng.random() < p_cut:  # the patch's last draws: the cut leaves the others unchanged
             valid = valid & fov_cut_mask(target, rng)
+        p_z = self.augmenter.config.p_z_cut
+        if p_z > 0 and rng.random() < p_z:
+            valid = valid & z_cut_mask(target, rng, spacing_z_mm=float(self.augmenter.spacing[0]))
         image = torch.where(valid[None], image, torch.tensor(-1.0))
         target = torch.where(valid, target, torch.tensor(0, dtype=target.dtype))
         t3 = time.perf_counter()
@@ -221,6 +224,28 @@ def fov_cut_mask(target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
     xx = torch.arange(nx, dtype=torch.float32).view(1, -1) - float(point[1])
     keep = (yy * float(np.sin(angle)) + xx * float(np.cos(angle))) <= offset
     return keep.unsqueeze(0).expand(target.shape)
+
+
+#: Where an axial field-of-view end falls: this far under the top of the femur in the patch [mm] (from the head's
+#: cap to below the lesser trochanter).
+Z_CUT_DEPTH_MM: tuple[float, float] = (5.0, 60.0)
+
+
+def z_cut_mask(target: torch.Tensor, rng: np.random.Generator, *, spacing_z_mm: float) -> torch.Tensor:
+    """(Z, Y, X) bool: the side of a random axial plane that stays in the field of view (a scan's first or last slice).
+
+    The plane lies ``Z_CUT_DEPTH_MM`` under the highest foreground voxel of ``target`` (z index grows superior,
+    LPS), or across the middle of the patch when there is none; the kept side is above or below it, half each. Two draws from
+    ``rng``: the depth, the side.
+    """
+    nz = target.shape[0]
+    depth = rng.uniform(*Z_CUT_DEPTH_MM) / spacing_z_mm
+    keep_above = rng.random() < 0.5
+    zs = torch.nonzero((target > 0).flatten(1).any(1)).flatten()
+    plane = float(zs.max()) - depth if len(zs) else (nz - 1) / 2.0
+    z = torch.arange(nz, dtype=torch.float32)
+    keep = z >= plane if keep_above else z < plane
+    return keep.view(-1, 1, 1).expand(target.shape)
 
 
 def validation_crop(volume: Volume, *, hu_window: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

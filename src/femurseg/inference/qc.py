@@ -69,8 +69,9 @@ class QCLimits:
     min_metal_ml : float
         Metal volume [mL] inside the mask from which the side is reported as ``implant``.
     min_midline_offset_mm : float
-        Smallest distance [mm] of the head centre from the body's midline (left-right).  Measured: true femoral
-        heads 80–100 mm (phantoms, ``pelvicref_005``), the sacrum marked at a scan's lower edge 0–20 mm.
+        Smallest distance [mm] of the head centre from the body's midline (left-right).  Measured at the true head
+        centres: 75–102 mm (59 femurs of physics phantoms and label-map renders), ``pelvicref_005`` 84–89 mm; the
+        sacrum marked at the lower edge of an abdominal crop 3–5 mm.
     cut_zone_mm : float
         A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
         shaft leaving the scan distally is the normal hip scan).  Contact along the mask's lowest slice only does

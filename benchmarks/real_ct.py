@@ -308,8 +308,7 @@ def _print(results: dict) -> None:
             return "–" if v is None else fmt.format(v)
         print(f"| {name} | {side} | {q['verdict']} | {f(q.get('head_radius_mm'))} | {f(q.get('head_residual_mm'), '{:.2f}')} | "
               f"{f(q.get('neck_offset_mm'))} | {f(q.get('midline_offset_mm'))} | {q.get('shape_side') or '–'} | "
-              f"{q['volume_ml']:.1f} | "
-              f"{q['confidence']:.2f} | {'yes' if q.get('touches_border') else 'no'} | {'; '.join(q['reasons'])[:80]} |")
+              f"{q['volume_ml']:.1f} | {q['confidence']:.2f} | {'yes' if q.get('touches_border') else 'no'} | {'; '.join(q['reasons'])[:80]} |")
 
 
 if __name__ == "__main__":

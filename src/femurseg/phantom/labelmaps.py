@@ -133,6 +133,14 @@ def _joint_space(lab: np.ndarray, spacing_zyx: tuple[float, float, float], width
     return near & pelvis
 
 
+def z_surface(mask: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) bool: the voxels of ``mask`` whose slice above or below is outside it (the array's ends count as
+    inside: a field of view's end is no surface)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, structure=np.ones((3, 1, 1), bool), border_value=1)
+
+
 def _femur_tissues(femur: np.ndarray, spacing_zyx: tuple[float, float, float], cortex_mm: float,
                    tissues: np.ndarray) -> None:
     """Write cortex, trabecular bone and shaft marrow of one femur into ``tissues`` (in place)."""
@@ -148,9 +156,7 @@ def _femur_tissues(femur: np.ndarray, spacing_zyx: tuple[float, float, float], c
     cortical = femur & (depth <= thickness[:, None, None])
     # The head's dome and the other surfaces facing up or down (at and above the largest section) have a cortex
     # too, the subchondral plate: the first slice inside them (an in-plane depth never reaches them).
-    from scipy import ndimage
-
-    cap = femur & ~ndimage.binary_erosion(femur, structure=np.ones((3, 1, 1), bool), border_value=1)
+    cap = z_surface(femur)
     cap[:z_max] = False
     cortical |= cap
     interior = np.where(shaft, TISSUES["marrow"], TISSUES["femur_trabecular"]).astype(np.uint8)  # per slice

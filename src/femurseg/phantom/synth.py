@@ -59,7 +59,7 @@ def periosteal_partial_volume(hu: np.ndarray, femur: np.ndarray, rng: np.random.
     cross = np.zeros((1, 3, 3), bool)
     cross[0, 1, :] = cross[0, :, 1] = True
     rim = femur & ~ndimage.binary_erosion(femur, structure=cross, border_value=1)
-    cap = femur & ~ndimage.binary_erosion(femur, structure=np.ones((3, 1, 1), bool), border_value=1) & ~rim
+    cap = _lm.z_surface(femur) & ~rim
     out = (~femur).astype(np.float32)
     level = rng.uniform(*RIM_FRACTION)
     for where, box in ((rim, (1, 3, 3)), (cap, (3, 1, 1))):

@@ -235,8 +235,8 @@ def z_cut_mask(target: torch.Tensor, rng: np.random.Generator, *, spacing_z_mm: 
     """(Z, Y, X) bool: the side of a random axial plane that stays in the field of view (a scan's first or last slice).
 
     The plane lies ``Z_CUT_DEPTH_MM`` under the highest foreground voxel of ``target`` (z index grows superior,
-    LPS), or across the middle of the patch when there is none; the kept side is above or below it, half each. Two draws from
-    ``rng``: the depth, the side.
+    LPS), or across the middle of the patch when there is none; the kept side is above or below it, half each.
+    Two draws from ``rng``: the depth, the side.
     """
     nz = target.shape[0]
     depth = rng.uniform(*Z_CUT_DEPTH_MM) / spacing_z_mm

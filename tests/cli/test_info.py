@@ -75,3 +75,15 @@ def test_info_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_info_unknown_series_uid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_ct_series(tmp_path, ramp_hu((2, 3, 5)), series="only")
     _assert_one_line_error(capsys, main(["info", str(tmp_path), "--series-uid", "9.9"]), f"series found: {uid('only')}")
+
+
+def test_a_closed_stdout_pipe_is_no_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    sitk.WriteImage(image, str(tmp_path / "scan.nii.gz"))
+    # `| true`: the reader has exited before femurseg writes (`femurseg evaluate … | head` in a shell).
+    run = subprocess.run(f"'{sys.executable}' -m femurseg info '{tmp_path / 'scan.nii.gz'}' | true", shell=True,
+                         stderr=subprocess.PIPE, text=True, check=False)
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr

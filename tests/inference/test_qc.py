@@ -264,3 +264,27 @@ def test_a_head_on_the_body_midline_is_rejected() -> None:
     unknown = assess_side(fg, _to_world, spacing_zyx=(SPACING,) * 3, side="right", confidence=0.95,
                           midline_x_at=lambda c: None)
     assert unknown.verdict == "ok" and unknown.midline_offset_mm is None
+
+
+def test_two_heads_closer_than_two_hips_reject_the_less_sure_side() -> None:
+    from femurseg.inference.qc import pair_heads
+
+    def side(centre, confidence: float) -> SideQC:
+        qc = SideQC(head_found=True, head_center_xyz_mm=list(centre), head_radius_mm=23.0, head_residual_mm=1.0,
+                    neck_offset_mm=40.0, volume_ml=150.0, confidence=confidence)
+        verdict(qc, "right")
+        return qc
+
+    right, left = side((-85.0, 0.0, 0.0), 0.96), side((88.0, 0.0, 0.0), 0.95)
+    pair_heads(right, left)  # two hips 173 mm apart: both stay
+    assert right.verdict == left.verdict == "ok" and right.other_head_mm == pytest.approx(173.0)
+    right, left = side((-98.0, -49.0, 301.0), 0.96), side((-88.0, -44.0, 338.0), 0.87)
+    pair_heads(right, left)  # one hip marked twice (a one-hip scan): the side the network is less sure of goes
+    assert right.verdict == "ok" and right.twin_of is None
+    assert left.verdict == "reject" and left.twin_of == "right" and any("marked twice" in r for r in left.reasons)
+    right, left = side((-98.0, -49.0, 301.0), 0.80), side((-88.0, -44.0, 338.0), 0.87)
+    pair_heads(right, left)
+    assert right.verdict == "reject" and left.twin_of is None
+    right, left = side((-98.0, 0.0, 0.0), 0.96), SideQC(volume_ml=150.0, confidence=0.9)
+    pair_heads(right, left)  # no fitted head on one side: nothing to compare
+    assert right.other_head_mm is None and right.verdict == "ok"

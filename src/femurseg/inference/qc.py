@@ -72,6 +72,10 @@ class QCLimits:
         Smallest distance [mm] of the head centre from the body's midline (left-right).  Measured at the true head
         centres: 75–102 mm (59 femurs of physics phantoms and label-map renders), ``pelvicref_005`` 84–89 mm; the
         sacrum marked at the lower edge of an abdominal crop 3–5 mm.
+    min_head_separation_mm : float
+        Smallest distance [mm] between the two sides' head centres.  Adult femoral heads lie 150–200 mm apart
+        (physics phantoms 152–198 mm, 64 pelves; ``pelvicref_005`` 173 mm); two "heads" closer than this are one
+        hip marked twice (a one-hip scan whose other-side ROI took the same hip's acetabulum, 39 mm away).
     cut_zone_mm : float
         A mask touching the scan's border within this distance of its top [mm] is cut by the field of view (a
         shaft leaving the scan distally is the normal hip scan).  Contact along the mask's lowest slice only does
@@ -84,6 +88,7 @@ class QCLimits:
     clear_neck_offset_mm: float = 20.0
     max_shaft_width_mm: float = 60.0
     min_midline_offset_mm: float = 40.0
+    min_head_separation_mm: float = 100.0
     volume_ml: tuple[float, float] = (60.0, 450.0)
     min_volume_ml: float = 5.0
     confidence: tuple[float, float] = (0.6, 0.85)
@@ -119,6 +124,12 @@ class SideQC:
     midline_offset_mm : float or None
         Left-right distance of the head centre from the body's midline at its height [mm]; None when the body's
         outline is cut by the scan (no midline) or no head centre was fitted.
+    other_head_mm : float or None
+        Distance from the head centre to the other side's head centre [mm] (:func:`pair_heads`); None when one side
+        has no fitted head or was rejected on its own.
+    twin_of : {"right", "left"} or None
+        Set when this side's head lies too close to the other side's head and the network is less sure of this side:
+        the other side's hip, marked twice (rejected).
     volume_ml : float
     confidence : float
         Mean foreground probability over the mask.
@@ -140,6 +151,8 @@ class SideQC:
     shaft_width_mm: float | None = None
     shape_side: str | None = None
     midline_offset_mm: float | None = None
+    other_head_mm: float | None = None
+    twin_of: str | None = None
     volume_ml: float = 0.0
     confidence: float = 0.0
     touches_border: bool = False
@@ -359,6 +372,25 @@ def _neck_offset(below: np.ndarray, centre: np.ndarray) -> float:
     return float(np.hypot(coef[1, 0] - centre[0], coef[1, 1] - centre[1]))
 
 
+def pair_heads(right: SideQC, left: SideQC, limits: QCLimits | None = None) -> None:
+    """Measure the distance between the two sides' head centres; when it is under ``min_head_separation_mm``, mark
+    the side with the lower network confidence as the other's twin (``twin_of``) and re-run its :func:`verdict`.
+
+    Both arguments are modified in place; call it only for sides that passed their own QC.
+    """
+    lim = limits or QCLimits()
+    if right.head_center_xyz_mm is None or left.head_center_xyz_mm is None:
+        return
+    d = float(np.linalg.norm(np.subtract(right.head_center_xyz_mm, left.head_center_xyz_mm)))
+    right.other_head_mm = left.other_head_mm = d
+    if d >= lim.min_head_separation_mm:
+        return
+    loser, winner_side, loser_side = (left, "right", "left") if left.confidence < right.confidence else \
+        (right, "left", "right")
+    loser.twin_of = winner_side
+    verdict(loser, loser_side, lim)
+
+
 def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     """Set ``qc.verdict`` and ``qc.reasons`` from its values and the ``limits`` (default :class:`QCLimits`).
 
@@ -401,6 +433,9 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
     if qc.midline_offset_mm is not None and qc.midline_offset_mm < lim.min_midline_offset_mm:
         reject.append(f"its head lies {qc.midline_offset_mm:.0f} mm from the body's midline (femoral heads: "
                       f"{lim.min_midline_offset_mm:.0f} mm or more; the sacrum and spine lie on it)")
+    if qc.twin_of is not None and qc.other_head_mm is not None:
+        reject.append(f"its head lies {qc.other_head_mm:.0f} mm from the {qc.twin_of} femur's head (two femoral "
+                      f"heads: {lim.min_head_separation_mm:.0f} mm or more apart): the same hip marked twice")
     if qc.shaft_width_mm is not None and qc.shaft_width_mm > lim.max_shaft_width_mm:
         partial.append(f"no femoral shaft: the bone 70–95 mm below the head is {qc.shaft_width_mm:.0f} mm wide "
                        f"(a femur: {lim.max_shaft_width_mm:.0f} mm or less)")

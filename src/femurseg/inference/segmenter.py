@@ -33,7 +33,7 @@ from femurseg.errors import InputError, ModelError, NoFemurFound
 from femurseg.geometry import Grid
 from femurseg.inference.locate import FemurBox, locate_femurs
 from femurseg.inference.postprocess import clean_femur, include_enclosed_metal, largest_component
-from femurseg.inference.qc import QCLimits, SideQC, assess_side, body_midline_x, neck_reason, verdict
+from femurseg.inference.qc import QCLimits, SideQC, assess_side, body_midline_x, neck_reason, pair_heads, verdict
 from femurseg.models.window import (
     WindowOptions, prepare_model, resolve_device, sliding_window_probabilities, window_starts,
 )
@@ -564,6 +564,12 @@ class Segmenter:
                 facts[s.side]["qc"] = s.qc.to_dict()
             else:
                 accepted.append(s)
+        if len(accepted) == 2:
+            by_side = {s.side: s for s in accepted}
+            pair_heads(by_side["right"].qc, by_side["left"].qc, self.qc_limits)
+            for twin in [s for s in accepted if s.qc.verdict == "reject"]:
+                facts[twin.side]["qc"] = twin.qc.to_dict()
+                accepted.remove(twin)
         if len(accepted) == 2:
             _share_overlap(*accepted)
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0

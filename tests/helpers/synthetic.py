@@ -214,9 +214,10 @@ def build_tiny_bundles(folder: Path) -> dict[str, Path]:
                     training={"cases": len(cases), "seconds": seconds, "note": "tiny test model",
                               "augmentation": {"mirror_axes": [1] if kind == "femur" else []}},
                     metrics={}, name=f"tiny-{kind}-test",
-                    # The toy femurs: head radius 10 mm, 15-25 mL in view.
+                    # The toy femurs: head radius 10 mm, 15-25 mL in view, heads 44 mm apart.
                     qc_limits=None if kind == "locate" else {"head_radius_mm": [7.0, 14.0], "volume_ml": [8.0, 60.0],
                                                              "min_volume_ml": 1.0, "min_neck_offset_mm": 8.0,
-                                                             "min_midline_offset_mm": 12.0})
+                                                             "min_midline_offset_mm": 12.0,
+                                                             "min_head_separation_mm": 30.0})
     return paths
 

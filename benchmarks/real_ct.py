@@ -300,14 +300,15 @@ def _print(results: dict) -> None:
             _derived_table("derived case", entry["derived"])
     if results.get("negatives"):
         _derived_table("synthetic negative", results["negatives"])
-    print("\n| QC of | side | verdict | head r mm | head resid mm | neck offset mm | midline mm | shape side | vol mL | "
-          "conf | cut | reasons |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| QC of | side | verdict | head r mm | head resid mm | neck offset mm | midline mm | other head mm | "
+          "shape side | vol mL | conf | cut | reasons |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, side, q in _qc_rows(results):
         def f(v, fmt="{:.1f}"):
             return "–" if v is None else fmt.format(v)
         print(f"| {name} | {side} | {q['verdict']} | {f(q.get('head_radius_mm'))} | {f(q.get('head_residual_mm'), '{:.2f}')} | "
-              f"{f(q.get('neck_offset_mm'))} | {f(q.get('midline_offset_mm'))} | {q.get('shape_side') or '–'} | "
+              f"{f(q.get('neck_offset_mm'))} | {f(q.get('midline_offset_mm'))} | {f(q.get('other_head_mm'))} | "
+              f"{q.get('shape_side') or '–'} | "
               f"{q['volume_ml']:.1f} | {q['confidence']:.2f} | {'yes' if q.get('touches_border') else 'no'} | {'; '.join(q['reasons'])[:80]} |")
 
 

@@ -288,3 +288,24 @@ def test_two_heads_closer_than_two_hips_reject_the_less_sure_side() -> None:
     right, left = side((-98.0, 0.0, 0.0), 0.96), SideQC(volume_ml=150.0, confidence=0.9)
     pair_heads(right, left)  # no fitted head on one side: nothing to compare
     assert right.other_head_mm is None and right.verdict == "ok"
+
+
+def test_two_femurs_of_very_different_volume_ask_for_a_check() -> None:
+    from femurseg.inference.qc import pair_heads
+
+    def side(x: float, volume: float, **kw) -> SideQC:
+        qc = SideQC(head_found=True, head_center_xyz_mm=[x, 0.0, 0.0], head_radius_mm=23.0, head_residual_mm=1.0,
+                    neck_offset_mm=40.0, volume_ml=volume, confidence=0.95, **kw)
+        verdict(qc, "right" if x < 0 else "left")
+        return qc
+
+    right, left = side(-85.0, 176.0), side(88.0, 171.0)
+    pair_heads(right, left)  # mirror images
+    assert right.verdict == left.verdict == "ok" and right.mirror_volume_ratio == pytest.approx(176.0 / 171.0)
+    right, left = side(-85.0, 321.0), side(88.0, 222.0)
+    pair_heads(right, left)  # one mask ran into the thigh muscles
+    for q in (right, left):
+        assert q.verdict == "check" and any("volumes differ 1.45×" in r for r in q.reasons), q.reasons
+    right, left = side(-85.0, 321.0), side(88.0, 122.0, touches_border=True)
+    pair_heads(right, left)  # one femur cut by the field of view: volumes say nothing
+    assert right.mirror_volume_ratio is None and right.verdict == "ok"

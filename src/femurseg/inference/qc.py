@@ -386,27 +386,28 @@ def pair_heads(right: SideQC, left: SideQC, limits: QCLimits | None = None) -> N
     """Compare the two sides: their volumes (``mirror_volume_ratio``, when neither is cut by the field of view nor
     holds an implant: both ask for a ``check`` beyond ``max_mirror_volume_ratio``) and the distance between their head
     centres; when it is under ``min_head_separation_mm``, mark the side with the lower network confidence as the
-    other's twin (``twin_of``) and re-run its :func:`verdict`.
+    other's twin (``twin_of``, rejected); then re-run both sides' :func:`verdict`.  The volumes are those before the
+    two masks share the voxels both claim (a few mL at most).
 
     Both arguments are modified in place; call it only for sides that passed their own QC.
     """
     lim = limits or QCLimits()
-    whole = [q.touches_border or q.metal_ml >= lim.min_metal_ml for q in (right, left)] == [False, False]
-    if whole and min(right.volume_ml, left.volume_ml) > 0:
+    if not (_partial(right, lim) or _partial(left, lim)) and min(right.volume_ml, left.volume_ml) > 0:
         right.mirror_volume_ratio = right.volume_ml / left.volume_ml
         left.mirror_volume_ratio = left.volume_ml / right.volume_ml
-        for q, side in ((right, "right"), (left, "left")):
-            verdict(q, side, lim)
-    if right.head_center_xyz_mm is None or left.head_center_xyz_mm is None:
-        return
-    d = float(np.linalg.norm(np.subtract(right.head_center_xyz_mm, left.head_center_xyz_mm)))
-    right.other_head_mm = left.other_head_mm = d
-    if d >= lim.min_head_separation_mm:
-        return
-    loser, winner_side, loser_side = (left, "right", "left") if left.confidence < right.confidence else \
-        (right, "left", "right")
-    loser.twin_of = winner_side
-    verdict(loser, loser_side, lim)
+    if right.head_center_xyz_mm is not None and left.head_center_xyz_mm is not None:
+        d = float(np.linalg.norm(np.subtract(right.head_center_xyz_mm, left.head_center_xyz_mm)))
+        right.other_head_mm = left.other_head_mm = d
+        if d < lim.min_head_separation_mm:
+            loser, winner = (left, "right") if left.confidence < right.confidence else (right, "left")
+            loser.twin_of = winner
+    for q, side in ((right, "right"), (left, "left")):
+        verdict(q, side, lim)
+
+
+def _partial(qc: SideQC, lim: QCLimits) -> bool:
+    """The mask may show its femur in part only: cut by the field of view, or carrying an implant."""
+    return qc.touches_border or qc.metal_ml >= lim.min_metal_ml
 
 
 def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
@@ -431,7 +432,7 @@ def verdict(qc: SideQC, side: str, limits: QCLimits | None = None) -> None:
         check.append(f"network confidence {qc.confidence:.2f} < {CONFIDENCE[1]}")
     # A femur cut by the field of view (or carrying an implant) may lack its head or show it only in part: what
     # would reject a whole bone only asks for a check then.
-    partial = check if (qc.touches_border or qc.metal_ml >= lim.min_metal_ml) else reject
+    partial = check if _partial(qc, lim) else reject
     if qc.shape_side is not None and qc.shape_side != side:
         partial.append(f"its shape is a {qc.shape_side} femur (head lateral of the shaft for a {side} one)")
     if not qc.head_found:

@@ -45,6 +45,29 @@ def test_foreground_oversampling(volumes) -> None:  # noqa: ANN001
     assert uniform < 0.5
 
 
+def test_head_fraction_centres_patches_on_the_femoral_head(volumes) -> None:  # noqa: ANN001
+    from femurseg.training.data import HEAD_REGION_MM, _with_points
+
+    # A 100 mm "femur" at 1 mm: a shaft (z 10..89) under a ball (the head, top at z 109); z points to the head.
+    z, y, x = np.mgrid[:120, :40, :40]
+    target = (((y - 20) ** 2 + (x - 20) ** 2 <= 36) & (z >= 10) & (z < 90)) | (
+        (z - 87) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 22 ** 2)
+    image = np.where(target, 700, 40).astype(np.int16)
+    femur = _with_points("bone", "right", image, target.astype(np.uint8), (0, 0, 0), (120, 40, 40), (1.0, 1.0, 1.0))
+    hz = femur.head_surface[:, 0]
+    assert (target[tuple(femur.head_surface.T)]).all() and hz.max() == 109 and hz.min() == 109 - HEAD_REGION_MM
+    assert len(femur.head_surface) < len(femur.surface)
+    kinds = [choose_place([femur], foreground_fraction=0.5, jitter_mm=0.0, rng=patch_rng(0, i), head_fraction=0.7)
+             for i in range(300)]
+    assert sum(k.kind == "head" for k in kinds) / 300 == pytest.approx(0.7, abs=0.08)
+    assert all(k.centre[0] >= 109 - HEAD_REGION_MM for k in kinds if k.kind == "head")
+    # head_fraction 0 draws exactly the places of a run made before the option existed.
+    for i in range(50):
+        a = choose_place(volumes, foreground_fraction=0.5, jitter_mm=2.0, rng=patch_rng(3, i))
+        b = choose_place(volumes, foreground_fraction=0.5, jitter_mm=2.0, rng=patch_rng(3, i), head_fraction=0.0)
+        assert a == b and a.kind != "head"
+
+
 def test_patches_are_a_function_of_seed_and_index(volumes) -> None:  # noqa: ANN001
     a, b = _dataset(volumes, AugmentationConfig()), _dataset(volumes, AugmentationConfig())
     for i in (0, 7, 123):

@@ -159,6 +159,10 @@ class TrainConfig:
         it: a fold trains on its training subjects only, never on the hold-out.
     foreground_fraction : float
         Fraction of patches centred on a femur voxel (half on its surface); the rest anywhere in the ROI.
+    head_fraction : float
+        Fraction of patches centred on the femoral head's surface (the top 40 mm of the femur, where narrow hip
+        joints make the errors), drawn before ``foreground_fraction`` applies to the others; 0 (default) leaves the
+        sampling exactly as before.
     augmentation : AugmentationConfig
     sw_overlap : float
         Overlap of sliding windows at validation (Gaussian blending).
@@ -197,6 +201,7 @@ class TrainConfig:
     val_cases: tuple[str, ...] = ()
     train_cases: tuple[str, ...] = ()
     foreground_fraction: float = 0.5
+    head_fraction: float = 0.0
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     sw_overlap: float = 0.25
     seed: int = 0
@@ -232,6 +237,8 @@ class TrainConfig:
             raise ValueError("a case cannot be in both train_cases and val_cases")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError("foreground_fraction must lie in [0, 1]")
+        if not 0.0 <= self.head_fraction <= 1.0:
+            raise ValueError("head_fraction must lie in [0, 1]")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must lie in [0, 1)")
         factor = 2 ** self.network.depth

@@ -396,6 +396,10 @@ class Volume:
         Indices of (a subsample of) target voxels > 0.
     surface : (M, 3) ndarray of int32
         Indices of (a subsample of) target voxels > 0 with a background neighbour.
+    head_surface : (K, 3) ndarray of int32
+        The surface voxels within :data:`HEAD_REGION_MM` of the femur's top (largest z: the grids are LPS, z
+        points to the head): the femoral head where it faces the acetabulum, where narrow joint spaces make the
+        errors (empty for a whole-scan locator volume).
     """
 
     case_id: str
@@ -407,9 +411,12 @@ class Volume:
     spacing_zyx: tuple[float, float, float]
     foreground: np.ndarray
     surface: np.ndarray
+    head_surface: np.ndarray
 
 
 _MAX_POINTS = 50_000
+#: Depth of the "head" region under the femur's top [mm]: the femoral head (diameter 40–55 mm) down to the neck.
+HEAD_REGION_MM: float = 40.0
 
 
 def _points(mask: np.ndarray, key: int) -> np.ndarray:
@@ -425,8 +432,15 @@ def _with_points(case_id: str, side: str, image: np.ndarray, target: np.ndarray,
 
     fg = target > 0
     surface = fg & ~ndimage.binary_erosion(fg)
+    head = np.zeros_like(surface)
+    zs = np.flatnonzero(fg.any(axis=(1, 2)))
+    if side != "both" and len(zs):
+        top = int(zs[-1])
+        bottom = max(0, top - int(round(HEAD_REGION_MM / float(spacing[0]))))
+        head[bottom:top + 1] = surface[bottom:top + 1]
     key = int.from_bytes(hashlib.sha256(f"{case_id}/{side}".encode()).digest()[:8], "little")
-    return Volume(case_id, side, image, target, tuple(start), tuple(stop), tuple(spacing), _points(fg, key), _points(surface, key + 1))
+    return Volume(case_id, side, image, target, tuple(start), tuple(stop), tuple(spacing), _points(fg, key),
+                  _points(surface, key + 1), _points(head, key + 2))
 
 
 def _prepare_case(record: CaseRecord, preprocessing: Preprocessing, context_mm: float) -> list[tuple[str, np.ndarray, np.ndarray, tuple, tuple]]:

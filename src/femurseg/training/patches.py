@@ -4,8 +4,10 @@ Sampling, per patch:
 
 - a volume (a femur ROI, or a whole scan for the locator) uniformly at random;
 - its ROI box, each face moved by up to ± ``roi_jitter_mm`` (the inference locator is not exact);
-- a centre: with probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's
-  surface, where the errors are), otherwise anywhere in the box;
+- a centre: with probability ``head_fraction`` a voxel of the femoral head's surface (the top
+  :data:`~femurseg.training.data.HEAD_REGION_MM` of the femur, where narrow hip joints make the errors); else with
+  probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's surface, where the
+  errors are), otherwise anywhere in the box;
 - a spatial/intensity augmentation (:mod:`femurseg.training.transforms`).
 
 Patch ``i`` of the run is a pure function of ``(seed, i)`` (its own ``SeedSequence``), whatever process draws it:
@@ -44,7 +46,7 @@ class PatchPlace:
         Patch centre [voxels, (z, y, x)] in the volume.
     box_start, box_stop : (3,) tuple of int
         The jittered ROI box [voxels]; outside it the patch is padding.
-    kind : {"surface", "foreground", "random"}
+    kind : {"head", "surface", "foreground", "random"}
     """
 
     volume: int
@@ -68,26 +70,35 @@ def jitter_box(volume: Volume, *, jitter_vox: np.ndarray, rng: np.random.Generat
     return start, stop
 
 
+def _point_inside(points: np.ndarray, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+    """One of ``points`` (N, 3) inside ``[start, stop)`` at random, or None."""
+    if not len(points):
+        return None
+    candidates = np.flatnonzero(np.all((points >= start) & (points < stop), axis=1))
+    return points[candidates[int(rng.integers(0, len(candidates)))]] if len(candidates) else None
+
+
 def choose_place(
-    volumes: Sequence[Volume], *, foreground_fraction: float, jitter_mm: float, rng: np.random.Generator
+    volumes: Sequence[Volume], *, foreground_fraction: float, jitter_mm: float, rng: np.random.Generator,
+    head_fraction: float = 0.0,
 ) -> PatchPlace:
-    """Draw a volume, a jittered box and a patch centre (see the module's docstring)."""
+    """Draw a volume, a jittered box and a patch centre (see the module's docstring).
+
+    ``head_fraction`` 0 draws exactly what runs before it existed drew (no extra random number is taken)."""
     v = int(rng.integers(0, len(volumes)))
     vol = volumes[v]
     jitter_vox = np.floor(jitter_mm / np.asarray(vol.spacing_zyx)).astype(int)
     start, stop = jitter_box(vol, jitter_vox=jitter_vox, rng=rng)
     kind = "random"
     centre = None
-    if rng.random() < foreground_fraction:
+    if head_fraction > 0 and rng.random() < head_fraction:
+        kind = "head"
+        centre = _point_inside(vol.head_surface, start, stop, rng)
+    if centre is None and rng.random() < foreground_fraction:
         kind = "surface" if rng.random() < 0.5 else "foreground"
-        points = vol.surface if kind == "surface" else vol.foreground
-        if len(points):
-            inside = np.all((points >= start) & (points < stop), axis=1)
-            candidates = np.flatnonzero(inside)
-            if len(candidates):
-                centre = points[candidates[int(rng.integers(0, len(candidates)))]]
-        if centre is None:
-            kind = "random"
+        centre = _point_inside(vol.surface if kind == "surface" else vol.foreground, start, stop, rng)
+    if centre is None:
+        kind = "random"
     if centre is None:
         centre = rng.integers(start, stop)
     return PatchPlace(v, tuple(int(c) for c in centre), tuple(int(s) for s in start), tuple(int(s) for s in stop), kind)
@@ -113,6 +124,8 @@ class PatchDataset(torch.utils.data.Dataset):
     roi_jitter_mm : float, optional
         ROI box jitter [mm]; default ``augmentation.roi_jitter_mm`` (0 for a whole-scan locator, whose "box" is
         the scan).
+    head_fraction : float, optional
+        Fraction of patches centred on the femoral head's surface (see :func:`choose_place`).
 
     Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices.
     """
@@ -129,6 +142,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int,
         length: int,
         roi_jitter_mm: float | None = None,
+        head_fraction: float = 0.0,
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
@@ -140,6 +154,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
         self.augmentation = augmentation
         self.foreground_fraction = float(foreground_fraction)
+        self.head_fraction = float(head_fraction)
         self.num_classes = int(num_classes)
         self.seed = int(seed)
         self.length = int(length)
@@ -159,7 +174,8 @@ class PatchDataset(torch.utils.data.Dataset):
         t0 = time.perf_counter()
         rng = patch_rng(self.seed, index)
         place = choose_place(
-            self.volumes, foreground_fraction=self.foreground_fraction, jitter_mm=self.roi_jitter_mm, rng=rng
+            self.volumes, foreground_fraction=self.foreground_fraction, jitter_mm=self.roi_jitter_mm, rng=rng,
+            head_fraction=self.head_fraction,
         )
         vol = self.volumes[place.volume]
         draw = self.augmenter.draw_spatial(rng)

@@ -66,8 +66,27 @@ def test_dice_is_per_sample_so_split_batches_average_to_the_whole() -> None:
 def test_dice_bad_inputs() -> None:
     with pytest.raises(ValueError, match="target shape"):
         soft_dice_loss(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 4, 4, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="integer class indices"):
-        soft_dice_loss(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match="needs two classes"):
+        soft_dice_loss(torch.zeros(1, 3, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+
+
+def test_fractional_targets() -> None:
+    """A 0/1 float target is the class-index target; a fractional one is best met by predicting the fraction."""
+    rng = np.random.default_rng(5)
+    logits = torch.from_numpy(rng.normal(size=(2, 2, 4, 5, 6))).float()
+    hard = torch.from_numpy(rng.integers(0, 2, size=(2, 4, 5, 6)))
+    model = build_vnet(TINY, seed=0)
+    loss = CompoundLoss(l2_lambda=0.0, kind="dice_ce")
+    a, ta = loss(logits, hard, model)
+    b, tb = loss(logits, hard.float(), model)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6) and ta["ce"] == pytest.approx(tb["ce"], rel=1e-6)
+    # Cross-entropy against fractions f is smallest at p = f (the network learns where in a voxel the edge lies).
+    f = torch.from_numpy(rng.uniform(0.05, 0.95, size=(1, 4, 5, 6))).float()
+    exact = torch.stack([torch.zeros_like(f), torch.log(f / (1 - f))], dim=1)
+    for delta in (-0.5, 0.5):
+        _, t_off = loss(exact + torch.tensor([0.0, delta]).view(1, 2, 1, 1, 1), f, model)
+        _, t_ok = loss(exact, f, model)
+        assert t_ok["ce"] < t_off["ce"]
     with pytest.raises(ValueError, match="kind"):
         CompoundLoss(kind="focal")
 

@@ -180,3 +180,27 @@ def test_z_cut_ends_the_field_of_view_in_the_top_of_the_femur(volumes) -> None: 
         assert torch.equal(k, torch.arange(int(k.min()), int(k.max()) + 1))
         sides.add(above)
     assert sides == {True, False}
+
+
+def test_soft_targets_are_the_femur_fraction(volumes) -> None:  # noqa: ANN001
+    """Partial-volume targets: the prepared fraction thresholded at 0.5 is the label; patches carry it through
+    the same crops and augmentation, fractional only along the bone's edge."""
+    for v in volumes:
+        np.testing.assert_array_equal(np.asarray(v.soft) >= 128, np.asarray(v.target) > 0)
+    kw = dict(patch_size_zyx=PP.patch_size_zyx, hu_window=PP.hu_window, foreground_fraction=1.0, num_classes=2,
+              seed=0, length=100)
+    aug = replace(AugmentationConfig.off(), p_affine=1.0, p_elastic=1.0, p_noise=1.0, roi_jitter_mm=4.0)
+    for augmentation in (AugmentationConfig.off(), aug):
+        hard = PatchDataset(volumes, augmentation=augmentation, **kw)
+        soft = PatchDataset(volumes, augmentation=augmentation, soft_targets=True, **kw)
+        fractional = 0
+        for i in range(10):
+            (xh, yh), (xs, ys) = hard[i], soft[i]
+            assert ys.dtype == torch.float32 and float(ys.min()) >= 0.0 and float(ys.max()) <= 1.0
+            assert torch.equal(xh, xs)  # the image and every random draw are the same
+            agree = float(((ys >= 0.5).long() == yh).float().mean())
+            assert agree == 1.0 if augmentation is not aug else agree > 0.97
+            fractional += int(((ys > 0.02) & (ys < 0.98)).sum())
+        assert fractional > 0
+    with pytest.raises(ValueError, match="soft_targets"):
+        PatchDataset(volumes, augmentation=AugmentationConfig.off(), **{**kw, "num_classes": 3}, soft_targets=True)

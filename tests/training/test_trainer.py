@@ -157,6 +157,24 @@ def test_without_validation_the_last_weights_are_exported(tiny_cohort: Path, tmp
     assert json.loads((run / "config.json").read_text())["val_cases"] == []
 
 
+def test_soft_targets_and_head_sampling_train(tiny_cohort: Path, tmp_path: Path) -> None:
+    """A femur run on partial-volume targets with head-centred patches trains, logs a finite loss and says so in
+    its bundle; the locator refuses soft targets."""
+    run = tmp_path / "soft"
+    fit(tiny_config(steps=4, soft_targets=True, head_fraction=0.5, loss="dice_ce"), data_dir=tiny_cohort,
+        run_dir=run, progress=False)
+    rows = _log(run)
+    assert rows and all(np.isfinite(float(r["loss"])) for r in rows)
+    meta = load_bundle(run / "model").meta["training"]
+    assert meta["soft_targets"] is True and meta["head_fraction"] == 0.5
+    from dataclasses import replace
+
+    base = tiny_config()
+    with pytest.raises(InputError, match="soft_targets"):
+        base.with_(network=replace(base.network, out_channels=3), soft_targets=True,
+                   preprocessing=replace(base.preprocessing, task="locate"))
+
+
 def test_evaluate_bundle_reproduces_the_validation_of_the_run(finished_run: Path, tiny_cohort: Path) -> None:
     from femurseg.training.evaluate import evaluate_bundle
 

@@ -202,8 +202,8 @@ def resample_image(image: "sitk.Image", grid: Grid, *, fill_hu: float) -> np.nda
     return sitk.GetArrayFromImage(out)
 
 
-def resample_mask(mask: "sitk.Image", grid: Grid) -> np.ndarray:
-    """A binary mask on ``grid`` by thresholded linear interpolation (smoother than nearest at a new spacing).
+def resample_fraction(mask: "sitk.Image", grid: Grid) -> np.ndarray:
+    """The fraction of each ``grid`` voxel that a binary mask covers, by linear interpolation.
 
     Parameters
     ----------
@@ -213,14 +213,24 @@ def resample_mask(mask: "sitk.Image", grid: Grid) -> np.ndarray:
 
     Returns
     -------
-    (Z, Y, X) ndarray of bool
-        True where the linearly interpolated mask is at least 0.5.
+    (Z, Y, X) ndarray of float32
+        In [0, 1]; 0 outside the mask's image.
     """
     import SimpleITK as sitk
 
     m = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkFloat32)
     out = sitk.Resample(m, _reference(grid), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayViewFromImage(out) >= 0.5
+    return sitk.GetArrayFromImage(out)
+
+
+def resample_mask(mask: "sitk.Image", grid: Grid) -> np.ndarray:
+    """A binary mask on ``grid``: :func:`resample_fraction` at least 0.5 (smoother than nearest at a new spacing).
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of bool
+    """
+    return resample_fraction(mask, grid) >= 0.5
 
 
 def resample_labels(labels: "sitk.Image", grid: Grid, *, values: Sequence[int]) -> np.ndarray:

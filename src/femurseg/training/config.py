@@ -163,6 +163,12 @@ class TrainConfig:
         Fraction of patches centred on the femoral head's surface (the top 40 mm of the femur, where narrow hip
         joints make the errors), drawn before ``foreground_fraction`` applies to the others; 0 (default) leaves the
         sampling exactly as before.
+    soft_targets : bool
+        Femur model: train on the fraction of each model voxel the femur label covers (partial-volume targets,
+        soft Dice + cross-entropy against fractions) instead of the label thresholded at half a voxel.  A 1 mm
+        model that outputs fractions places the edge within its voxels, and the 0.5 threshold after resampling to
+        the scan's own (finer) grid recovers the label's edge: thresholded targets cost Dice 0.998 on the phantom
+        hold-out's labels through the round trip alone (fractions 1.000).
     augmentation : AugmentationConfig
     sw_overlap : float
         Overlap of sliding windows at validation (Gaussian blending).
@@ -202,6 +208,7 @@ class TrainConfig:
     train_cases: tuple[str, ...] = ()
     foreground_fraction: float = 0.5
     head_fraction: float = 0.0
+    soft_targets: bool = False
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     sw_overlap: float = 0.25
     seed: int = 0
@@ -252,6 +259,8 @@ class TrainConfig:
             raise ValueError(
                 f"network.out_channels must be {classes} for preprocessing.task {self.preprocessing.task!r}"
             )
+        if self.soft_targets and self.preprocessing.task != "femur":
+            raise ValueError("soft_targets is for the femur model (preprocessing.task 'femur') only")
 
     def with_(self, **changes: object) -> "TrainConfig":
         """A copy with some fields changed (validated again; InputError on a bad value)."""

@@ -46,7 +46,7 @@ from femurseg.models.preprocessing import (
     mirror_x,
     resample_image,
     resample_labels,
-    resample_mask,
+    resample_fraction,
     roi_grid,
     scan_grid,
     world_box_of_mask,
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 #: Bump when the prepared arrays change meaning, so stale caches are not reused.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: femur volumes also hold the femur's fraction per voxel (``soft``)
 
 
 @dataclass(frozen=True)
@@ -400,6 +400,9 @@ class Volume:
         The surface voxels within :data:`HEAD_REGION_MM` of the femur's top (largest z: the grids are LPS, z
         points to the head): the femoral head where it faces the acetabulum, where narrow joint spaces make the
         errors (empty for a whole-scan locator volume).
+    soft : (Z, Y, X) ndarray of uint8, optional
+        Femur model: the fraction of each voxel the femur label covers, × 255 (``target`` is ``soft >= 128``,
+        i.e. fraction ≥ 0.5); the partial-volume targets of ``soft_targets`` training.  None for a locator.
     """
 
     case_id: str
@@ -412,6 +415,7 @@ class Volume:
     foreground: np.ndarray
     surface: np.ndarray
     head_surface: np.ndarray
+    soft: np.ndarray | None = None
 
 
 _MAX_POINTS = 50_000
@@ -427,7 +431,8 @@ def _points(mask: np.ndarray, key: int) -> np.ndarray:
     return idx
 
 
-def _with_points(case_id: str, side: str, image: np.ndarray, target: np.ndarray, start, stop, spacing) -> Volume:
+def _with_points(case_id: str, side: str, image: np.ndarray, target: np.ndarray, start, stop, spacing,
+                 soft: np.ndarray | None = None) -> Volume:
     from scipy import ndimage
 
     fg = target > 0
@@ -440,11 +445,11 @@ def _with_points(case_id: str, side: str, image: np.ndarray, target: np.ndarray,
         head[bottom:top + 1] = surface[bottom:top + 1]
     key = int.from_bytes(hashlib.sha256(f"{case_id}/{side}".encode()).digest()[:8], "little")
     return Volume(case_id, side, image, target, tuple(start), tuple(stop), tuple(spacing), _points(fg, key),
-                  _points(surface, key + 1), _points(head, key + 2))
+                  _points(surface, key + 1), _points(head, key + 2), soft)
 
 
-def _prepare_case(record: CaseRecord, preprocessing: Preprocessing, context_mm: float) -> list[tuple[str, np.ndarray, np.ndarray, tuple, tuple]]:
-    """[(side, image int16, target uint8, roi_start, roi_stop)] of one case."""
+def _prepare_case(record: CaseRecord, preprocessing: Preprocessing, context_mm: float) -> list[tuple]:
+    """[(side, image float, target uint8, soft uint8 or None, roi_start, roi_stop)] of one case."""
     import SimpleITK as sitk
 
     image, labels = load_case(record)
@@ -455,7 +460,7 @@ def _prepare_case(record: CaseRecord, preprocessing: Preprocessing, context_mm: 
         grid = scan_grid(image, spacing_zyx=spacing)
         img = resample_image(image, grid, fill_hu=fill)
         tgt = resample_labels(labels, grid, values=(RIGHT_FEMUR, LEFT_FEMUR))
-        out.append(("both", img, tgt, (0, 0, 0), tuple(grid.shape_zyx)))
+        out.append(("both", img, tgt, None, (0, 0, 0), tuple(grid.shape_zyx)))
         return out
     for side, value in (("right", RIGHT_FEMUR), ("left", LEFT_FEMUR)):
         mask = sitk.Equal(labels, value)
@@ -476,12 +481,14 @@ def _prepare_case(record: CaseRecord, preprocessing: Preprocessing, context_mm: 
         start = tuple(int(kk) for kk in k)
         stop = tuple(int(kk + n) for kk, n in zip(k, nominal.shape_zyx))
         img = resample_image(image, grid, fill_hu=fill)
-        tgt = resample_mask(mask, grid).astype(np.uint8)
+        fraction = resample_fraction(mask, grid)
+        tgt = (fraction >= 0.5).astype(np.uint8)
+        soft = np.rint(np.clip(fraction, 0.0, 1.0) * 255.0).astype(np.uint8)  # >= 128 exactly where fraction >= 0.5
         if side == "left" and preprocessing.mirror_left:
-            img, tgt = mirror_x(img), mirror_x(tgt)
+            img, tgt, soft = mirror_x(img), mirror_x(tgt), mirror_x(soft)
             xs = grid.shape_zyx[2]
             start, stop = (start[0], start[1], xs - stop[2]), (stop[0], stop[1], xs - start[2])
-        out.append((side, img, tgt, start, stop))
+        out.append((side, img, tgt, soft, start, stop))
     return out
 
 
@@ -550,23 +557,27 @@ def prepare_volumes(
             if index.is_file():
                 meta = json.loads(index.read_text(encoding="utf-8"))
                 parts = [
-                    (m["side"], np.load(cache / m["image"], mmap_mode="r"), np.load(cache / m["target"], mmap_mode="r"),
+                    (m["side"], *(np.load(cache / m[k], mmap_mode="r") if m.get(k) else None
+                                  for k in ("image", "target", "soft")),
                      tuple(m["roi_start"]), tuple(m["roi_stop"]))
                     for m in meta
                 ]
         if parts is None:
             parts = [
-                (side, np.clip(np.rint(img), -32768, 32767).astype(np.int16), tgt, start, stop)
-                for side, img, tgt, start, stop in _prepare_case(record, preprocessing, context_mm)
+                (side, np.clip(np.rint(img), -32768, 32767).astype(np.int16), tgt, soft, start, stop)
+                for side, img, tgt, soft, start, stop in _prepare_case(record, preprocessing, context_mm)
             ]
             if cache is not None:
                 meta = []
-                for side, img, tgt, start, stop in parts:
-                    names = {k: f"{record.case_id}.{key}.{side}.{k}.npy" for k in ("image", "target")}
-                    _save_npy(cache / names["image"], img)
-                    _save_npy(cache / names["target"], tgt)
+                for side, img, tgt, soft, start, stop in parts:
+                    arrays = {"image": img, "target": tgt, "soft": soft}
+                    names = {k: f"{record.case_id}.{key}.{side}.{k}.npy" if a is not None else None
+                             for k, a in arrays.items()}
+                    for k, a in arrays.items():
+                        if a is not None:
+                            _save_npy(cache / names[k], a)
                     meta.append({"side": side, **names, "roi_start": list(start), "roi_stop": list(stop)})
                 write_text(index, json.dumps(meta))  # atomic: runs sharing a cache may write it at once
-        for side, img, tgt, start, stop in parts:
-            volumes.append(_with_points(record.case_id, side, img, tgt, start, stop, spacing))
+        for side, img, tgt, soft, start, stop in parts:
+            volumes.append(_with_points(record.case_id, side, img, tgt, start, stop, spacing, soft))
     return volumes

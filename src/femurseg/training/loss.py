@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["soft_dice_loss", "l2_penalty", "kernel_weights", "param_groups", "CompoundLoss"]
+__all__ = ["soft_dice_loss", "target_probabilities", "l2_penalty", "kernel_weights", "param_groups", "CompoundLoss"]
 
 _KINDS = ("dice", "dice_ce")
 
@@ -21,8 +21,8 @@ _KINDS = ("dice", "dice_ce")
 def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1e-5) -> Tensor:
     """Milletari's soft Dice loss over the foreground classes.
 
-    With ``p = softmax(logits)`` and ``g`` the one-hot target, for every sample ``n`` and foreground class
-    ``c >= 1``::
+    With ``p = softmax(logits)`` and ``g`` the target's class probabilities (one-hot for class indices), for every
+    sample ``n`` and foreground class ``c >= 1``::
 
         D[n, c] = 1 - (2 Σ_v p[n,c,v] g[n,c,v] + smooth) / (Σ_v p[n,c,v]² + Σ_v g[n,c,v]² + smooth)
 
@@ -36,8 +36,9 @@ def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1e-5) -> T
     ----------
     logits : (N, C, Z, Y, X) Tensor
         Network output, C >= 2 (background first).  Computed in float32 whatever the input dtype.
-    target : (N, Z, Y, X) Tensor of int64
-        Class index of every voxel, in ``0 .. C-1``.
+    target : (N, Z, Y, X) Tensor
+        int64: the class index of every voxel, in ``0 .. C-1``; or, with C = 2, float: the fraction of every
+        voxel that is foreground, in [0, 1] (partial-volume targets).
     smooth : float
         Added to numerator and denominator; keeps the loss defined for empty classes.
 
@@ -46,14 +47,23 @@ def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1e-5) -> T
     () Tensor
         The loss, in [0, 1].
     """
-    _check(logits, target)
     probs = torch.softmax(logits.float(), dim=1)[:, 1:]
-    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+    g = target_probabilities(logits, target)[:, 1:]
     dims = tuple(range(2, probs.dim()))
-    intersection = (probs * onehot).sum(dims)
-    denominator = (probs * probs).sum(dims) + onehot.sum(dims)  # g² = g for a one-hot target
+    intersection = (probs * g).sum(dims)
+    denominator = (probs * probs).sum(dims) + (g * g).sum(dims)
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     return 1.0 - dice.mean()
+
+
+def target_probabilities(logits: Tensor, target: Tensor) -> Tensor:
+    """(N, C, Z, Y, X) float32 class probabilities of a target: one-hot of class indices, or ``(1 - f, f)`` of a
+    two-class foreground fraction ``f``."""
+    _check(logits, target)
+    if target.dtype.is_floating_point:
+        f = target.float().clamp(0.0, 1.0)
+        return torch.stack([1.0 - f, f], dim=1)
+    return F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
 
 
 def _check(logits: Tensor, target: Tensor) -> None:
@@ -64,8 +74,8 @@ def _check(logits: Tensor, target: Tensor) -> None:
             f"target shape {tuple(target.shape)} must equal logits shape without the class axis "
             f"{tuple(logits.shape[:1] + logits.shape[2:])}"
         )
-    if target.dtype.is_floating_point:
-        raise ValueError("target must hold integer class indices (int64), not probabilities")
+    if target.dtype.is_floating_point and logits.shape[1] != 2:
+        raise ValueError("a fractional (float) target needs two classes; give class indices (int64) otherwise")
 
 
 def kernel_weights(model: nn.Module) -> Iterator[nn.Parameter]:
@@ -153,8 +163,8 @@ class CompoundLoss(nn.Module):
         ----------
         logits : (N, C, Z, Y, X) Tensor
             Network output.
-        target : (N, Z, Y, X) Tensor of int64
-            Class indices.
+        target : (N, Z, Y, X) Tensor
+            Class indices (int64), or the foreground fraction (float, two classes): see :func:`soft_dice_loss`.
         model : nn.Module
             The network whose kernels the L2 term penalises.
 
@@ -167,12 +177,14 @@ class CompoundLoss(nn.Module):
             (``ce`` is still reported, for monitoring, with ``kind="dice"``).
         """
         dice = soft_dice_loss(logits, target)
+        # Class indices, or class probabilities (soft targets): cross_entropy takes either.
+        ce_target = target_probabilities(logits, target) if target.dtype.is_floating_point else target.long()
         if self.kind == "dice_ce":
-            ce = F.cross_entropy(logits.float(), target.long())
+            ce = F.cross_entropy(logits.float(), ce_target)
             total = dice + ce
         else:
             with torch.no_grad():
-                ce = F.cross_entropy(logits.detach().float(), target.long())
+                ce = F.cross_entropy(logits.detach().float(), ce_target)
             total = dice
         if self.l2_lambda > 0:
             l2 = self.l2_lambda * l2_penalty(model)

@@ -126,8 +126,13 @@ class PatchDataset(torch.utils.data.Dataset):
         the scan).
     head_fraction : float, optional
         Fraction of patches centred on the femoral head's surface (see :func:`choose_place`).
+    soft_targets : bool, optional
+        Targets are the femur's fraction of each voxel (``Volume.soft``, carried through the same spatial
+        augmentation as the image) instead of class indices: the network learns where inside a voxel the bone's
+        edge lies, which the 0.5 threshold after resampling to the scan's own grid then uses.  Two classes only.
 
-    Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices.
+    Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices (float32
+    fractions in [0, 1] with ``soft_targets``).
     """
 
     def __init__(
@@ -143,9 +148,12 @@ class PatchDataset(torch.utils.data.Dataset):
         length: int,
         roi_jitter_mm: float | None = None,
         head_fraction: float = 0.0,
+        soft_targets: bool = False,
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
+        if soft_targets and (num_classes != 2 or any(v.soft is None for v in volumes)):
+            raise ValueError("soft_targets needs femur volumes (two classes, with their femur fractions)")
         spacings = {tuple(v.spacing_zyx) for v in volumes}
         if len(spacings) != 1:
             raise ValueError(f"volumes must share one spacing, got {sorted(spacings)}")
@@ -155,6 +163,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.foreground_fraction = float(foreground_fraction)
         self.head_fraction = float(head_fraction)
+        self.soft_targets = bool(soft_targets)
         self.num_classes = int(num_classes)
         self.seed = int(seed)
         self.length = int(length)
@@ -185,7 +194,10 @@ class PatchDataset(torch.utils.data.Dataset):
         if draw.identity:
             start = centre - patch // 2
             image = torch.from_numpy(crop_padded(np.asarray(vol.image), start, patch, fill=fill).astype(np.float32))[None]
-            target = torch.from_numpy(crop_padded(np.asarray(vol.target), start, patch, fill=0).astype(np.int64))
+            if self.soft_targets:
+                target = torch.from_numpy(crop_padded(np.asarray(vol.soft), start, patch, fill=0).astype(np.float32) / 255.0)
+            else:
+                target = torch.from_numpy(crop_padded(np.asarray(vol.target), start, patch, fill=0).astype(np.int64))
             t1 = time.perf_counter()
         else:
             lo, hi = self.augmenter.source_extent(draw)
@@ -194,33 +206,40 @@ class PatchDataset(torch.utils.data.Dataset):
             start = np.floor(c_cont).astype(int) + lo
             shape = hi - lo + 1
             img = crop_padded(np.asarray(vol.image), start, shape, fill=int(round(fill))).astype(np.float32)
-            tgt = crop_padded(np.asarray(vol.target), start, shape, fill=0)
             # Channels are shifted so that zero is their fill value (grid_sample pads with zeros).
-            chans = [img - np.float32(fill)] + [(tgt == k).astype(np.float32) for k in range(1, self.num_classes)]
+            if self.soft_targets:
+                chans = [img - np.float32(fill), crop_padded(np.asarray(vol.soft), start, shape, fill=0).astype(np.float32) / 255.0]
+            else:
+                tgt = crop_padded(np.asarray(vol.target), start, shape, fill=0)
+                chans = [img - np.float32(fill)] + [(tgt == k).astype(np.float32) for k in range(1, self.num_classes)]
             block = torch.from_numpy(np.stack(chans))
             t1 = time.perf_counter()
             out = self.augmenter.resample(block, draw, c_cont - start)
             image = out[:1] + fill
             fractions = out[1:]
-            background = 1.0 - fractions.sum(0, keepdim=True)
-            target = torch.cat([background, fractions]).argmax(0)
+            if self.soft_targets:
+                target = fractions[0].clamp(0.0, 1.0)
+            else:
+                background = 1.0 - fractions.sum(0, keepdim=True)
+                target = torch.cat([background, fractions]).argmax(0)
         # Outside the jittered box the network sees what inference pads with; there is nothing to segment there.
         idx = [torch.arange(n) + int(c - p // 2) for n, c, p in zip(self.patch, centre, patch)]
         inside = [(i >= s) & (i < e) for i, s, e in zip(idx, place.box_start, place.box_stop)]
         valid = inside[0].view(-1, 1, 1) & inside[1].view(1, -1, 1) & inside[2].view(1, 1, -1)
         t2 = time.perf_counter()
         image = self.augmenter.intensity(image, rng)
+        labels = (target >= 0.5).long() if self.soft_targets else target  # the femur voxels, for the cuts
         p_cut = self.augmenter.config.p_fov_cut
         if p_cut > 0 and rng.random() < p_cut:  # the patch's last draws: the cut leaves the others unchanged
-            valid = valid & fov_cut_mask(target, rng)
+            valid = valid & fov_cut_mask(labels, rng)
         p_z = self.augmenter.config.p_z_cut
         if p_z > 0 and rng.random() < p_z:
-            valid = valid & z_cut_mask(target, rng, spacing_z_mm=float(self.augmenter.spacing[0]))
+            valid = valid & z_cut_mask(labels, rng, spacing_z_mm=float(self.augmenter.spacing[0]))
         image = torch.where(valid[None], image, torch.tensor(-1.0))
         target = torch.where(valid, target, torch.tensor(0, dtype=target.dtype))
         t3 = time.perf_counter()
         self.last_timing = {"crop": t1 - t0, "spatial": t2 - t1, "intensity": t3 - t2}
-        return image, target.long()
+        return image, (target.float() if self.soft_targets else target.long())
 
 
 def fov_cut_mask(target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

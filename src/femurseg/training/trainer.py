@@ -499,7 +499,7 @@ def _loader(config: TrainConfig, train_vol: list[Volume], start: int, device: to
         augmentation=config.augmentation, foreground_fraction=config.foreground_fraction,
         num_classes=2 if pp.task == "femur" else 3, seed=config.seed, length=config.steps * config.batch_size,
         roi_jitter_mm=config.augmentation.roi_jitter_mm if pp.task == "femur" else 0.0,
-        head_fraction=config.head_fraction,
+        head_fraction=config.head_fraction, soft_targets=config.soft_targets,
     )
     sampler = _StepBatches(start=start, steps=config.steps, batch_size=config.batch_size,
                            rank=dist_info.rank, world_size=dist_info.world_size)
@@ -613,6 +613,9 @@ def _export(raw_model, config: TrainConfig, *, run_dir: Path, best: dict, meta: 
         "lr": config.lr,
         "schedule": config.schedule,
         "augmentation": to_dict(config.augmentation),
+        "foreground_fraction": config.foreground_fraction,
+        "head_fraction": config.head_fraction,
+        "soft_targets": config.soft_targets,
         "data_dir": meta["data_dir"],
         # A continued run: its starting bundle, and the optimiser steps behind the weights in all.
         "initialised_from": meta.get("initialised_from"),

@@ -70,7 +70,8 @@ def jitter_box(volume: Volume, *, jitter_vox: np.ndarray, rng: np.random.Generat
     return start, stop
 
 
-def _point_inside(points: np.ndarray, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+def _point_inside(points: np.ndarray, start: np.ndarray, stop: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray | None:
     """One of ``points`` (N, 3) inside ``[start, stop)`` at random, or None."""
     if not len(points):
         return None
@@ -195,7 +196,7 @@ class PatchDataset(torch.utils.data.Dataset):
             start = centre - patch // 2
             image = torch.from_numpy(crop_padded(np.asarray(vol.image), start, patch, fill=fill).astype(np.float32))[None]
             if self.soft_targets:
-                target = torch.from_numpy(crop_padded(np.asarray(vol.soft), start, patch, fill=0).astype(np.float32) / 255.0)
+                target = torch.from_numpy(crop_padded(np.asarray(vol.soft), start, patch, fill=0) / np.float32(255))
             else:
                 target = torch.from_numpy(crop_padded(np.asarray(vol.target), start, patch, fill=0).astype(np.int64))
             t1 = time.perf_counter()
@@ -208,7 +209,8 @@ class PatchDataset(torch.utils.data.Dataset):
             img = crop_padded(np.asarray(vol.image), start, shape, fill=int(round(fill))).astype(np.float32)
             # Channels are shifted so that zero is their fill value (grid_sample pads with zeros).
             if self.soft_targets:
-                chans = [img - np.float32(fill), crop_padded(np.asarray(vol.soft), start, shape, fill=0).astype(np.float32) / 255.0]
+                femur = crop_padded(np.asarray(vol.soft), start, shape, fill=0) / np.float32(255)
+                chans = [img - np.float32(fill), femur.astype(np.float32)]
             else:
                 tgt = crop_padded(np.asarray(vol.target), start, shape, fill=0)
                 chans = [img - np.float32(fill)] + [(tgt == k).astype(np.float32) for k in range(1, self.num_classes)]

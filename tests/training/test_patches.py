@@ -55,17 +55,37 @@ def test_head_fraction_centres_patches_on_the_femoral_head(volumes) -> None:  # 
     image = np.where(target, 700, 40).astype(np.int16)
     femur = _with_points("bone", "right", image, target.astype(np.uint8), (0, 0, 0), (120, 40, 40), (1.0, 1.0, 1.0))
     hz = femur.head_surface[:, 0]
-    assert (target[tuple(femur.head_surface.T)]).all() and hz.max() == 109 and hz.min() == 109 - HEAD_REGION_MM
+    assert (target[tuple(femur.head_surface.T)]).all() and hz.max() == 109 and hz.min() == 109 - HEAD_REGION_MM + 1
     assert len(femur.head_surface) < len(femur.surface)
     kinds = [choose_place([femur], foreground_fraction=0.5, jitter_mm=0.0, rng=patch_rng(0, i), head_fraction=0.7)
              for i in range(300)]
     assert sum(k.kind == "head" for k in kinds) / 300 == pytest.approx(0.7, abs=0.08)
     assert all(k.centre[0] >= 109 - HEAD_REGION_MM for k in kinds if k.kind == "head")
-    # head_fraction 0 draws exactly the places of a run made before the option existed.
-    for i in range(50):
-        a = choose_place(volumes, foreground_fraction=0.5, jitter_mm=2.0, rng=patch_rng(3, i))
-        b = choose_place(volumes, foreground_fraction=0.5, jitter_mm=2.0, rng=patch_rng(3, i), head_fraction=0.0)
-        assert a == b and a.kind != "head"
+
+
+
+#: What the sampler drew before head_fraction and soft_targets existed (recorded with the code of 29013a8 on the
+#: tiny cohort): (volume, centre, jittered box start, kind) of patches 0..11 of seed 3, jitter 4 mm; and (image sum,
+#: femur voxels) of items 0..3 of a seed-3 PatchDataset with the default augmentation.
+_PINNED_PLACES = [
+    (2, (17, 14, 11), (4, 7, 7), "foreground"), (2, (18, 4, 13), (6, 4, 7), "random"),
+    (0, (6, 21, 16), (4, 6, 4), "random"), (4, (21, 18, 11), (6, 4, 7), "random"),
+    (2, (14, 14, 13), (5, 7, 8), "foreground"), (3, (15, 15, 14), (6, 8, 5), "foreground"),
+    (0, (24, 23, 23), (6, 8, 8), "random"), (4, (12, 11, 12), (5, 7, 6), "surface"),
+    (4, (20, 14, 15), (5, 4, 4), "surface"), (4, (16, 12, 12), (8, 6, 7), "foreground"),
+    (3, (11, 12, 13), (5, 7, 6), "foreground"), (2, (14, 11, 13), (4, 6, 5), "surface"),
+]
+_PINNED_ITEMS = [(-3316.947, 175), (-3846.401, 17), (-3623.982, 17), (-3702.226, 244)]
+
+
+def test_default_sampling_draws_what_it_drew_before_the_new_options(volumes) -> None:  # noqa: ANN001
+    for i, expected in enumerate(_PINNED_PLACES):
+        p = choose_place(volumes, foreground_fraction=0.5, jitter_mm=4.0, rng=patch_rng(3, i))
+        assert (p.volume, p.centre, p.box_start, p.kind) == expected
+    ds = _dataset(volumes, AugmentationConfig(), seed=3)
+    for i, (image_sum, femur) in enumerate(_PINNED_ITEMS):
+        x, y = ds[i]
+        assert float(x.double().sum()) == pytest.approx(image_sum, abs=0.01) and int(y.sum()) == femur
 
 
 def test_patches_are_a_function_of_seed_and_index(volumes) -> None:  # noqa: ANN001
@@ -202,5 +222,31 @@ def test_soft_targets_are_the_femur_fraction(volumes) -> None:  # noqa: ANN001
             assert agree == 1.0 if augmentation is not aug else agree > 0.97
             fractional += int(((ys > 0.02) & (ys < 0.98)).sum())
         assert fractional > 0
+    # The field-of-view cuts blank image and fractions alike.
+    cut = PatchDataset(volumes, augmentation=replace(aug, p_fov_cut=1.0, p_z_cut=1.0), soft_targets=True, **kw)
+    blanked = 0
+    for i in range(10):
+        x, y = cut[i]
+        gone = x[0] == -1.0
+        assert not y[gone].any()
+        blanked += int(gone.sum())
+    assert blanked > 0
     with pytest.raises(ValueError, match="soft_targets"):
         PatchDataset(volumes, augmentation=AugmentationConfig.off(), **{**kw, "num_classes": 3}, soft_targets=True)
+
+
+def test_cached_volumes_read_back_with_their_fractions(tiny_cohort: Path, tmp_path: Path,
+                                                       volumes) -> None:  # noqa: ANN001
+    """The cache holds each femur volume's fractions; a locator volume has none, and reads back without."""
+    cached = prepare_volumes(find_cases(tiny_cohort), preprocessing=PP, context_mm=12.0, cache_dir=tmp_path)
+    again = prepare_volumes(find_cases(tiny_cohort), preprocessing=PP, context_mm=12.0, cache_dir=tmp_path)
+    assert len(cached) == len(again) == len(volumes)
+    for fresh, first, second in zip(volumes, cached, again):
+        assert isinstance(second.soft, np.memmap)  # read from the cache
+        for a in (first, second):
+            np.testing.assert_array_equal(np.asarray(a.soft), fresh.soft)
+            np.testing.assert_array_equal(np.asarray(a.target), fresh.target)
+    loc = replace(PP, task="locate", target_spacing_zyx=(4.0, 4.0, 4.0))
+    for _ in range(2):
+        located = prepare_volumes(find_cases(tiny_cohort)[:1], preprocessing=loc, context_mm=0.0, cache_dir=tmp_path)
+        assert located[0].soft is None and not len(located[0].head_surface)

@@ -170,9 +170,10 @@ def test_soft_targets_and_head_sampling_train(tiny_cohort: Path, tmp_path: Path)
     from dataclasses import replace
 
     base = tiny_config()
-    with pytest.raises(InputError, match="soft_targets"):
-        base.with_(network=replace(base.network, out_channels=3), soft_targets=True,
-                   preprocessing=replace(base.preprocessing, task="locate"))
+    for option in ({"soft_targets": True}, {"head_fraction": 0.3}):
+        with pytest.raises(InputError, match="for the femur model"):
+            base.with_(network=replace(base.network, out_channels=3),
+                       preprocessing=replace(base.preprocessing, task="locate"), **option)
 
 
 def test_evaluate_bundle_reproduces_the_validation_of_the_run(finished_run: Path, tiny_cohort: Path) -> None:

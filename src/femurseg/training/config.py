@@ -164,8 +164,8 @@ class TrainConfig:
         joints make the errors), drawn before ``foreground_fraction`` applies to the others; 0 (default) leaves the
         sampling exactly as before.
     soft_targets : bool
-        Femur model: train on the fraction of each model voxel the femur label covers (partial-volume targets,
-        soft Dice + cross-entropy against fractions) instead of the label thresholded at half a voxel.  A 1 mm
+        Femur model: train on the label linearly interpolated at each model voxel (a partial-volume estimate;
+        soft Dice + cross-entropy against fractions) instead of that thresholded at 0.5.  A 1 mm
         model that outputs fractions places the edge within its voxels, and the 0.5 threshold after resampling to
         the scan's own (finer) grid recovers the label's edge: thresholded targets cost Dice 0.998 on the phantom
         hold-out's labels through the round trip alone (fractions 1.000).
@@ -259,8 +259,10 @@ class TrainConfig:
             raise ValueError(
                 f"network.out_channels must be {classes} for preprocessing.task {self.preprocessing.task!r}"
             )
-        if self.soft_targets and self.preprocessing.task != "femur":
-            raise ValueError("soft_targets is for the femur model (preprocessing.task 'femur') only")
+        if (self.soft_targets or self.head_fraction > 0) and self.preprocessing.task != "femur":
+            raise ValueError(
+                "soft_targets and head_fraction are for the femur model (preprocessing.task 'femur') only"
+            )
 
     def with_(self, **changes: object) -> "TrainConfig":
         """A copy with some fields changed (validated again; InputError on a bad value)."""

@@ -397,12 +397,14 @@ class Volume:
     surface : (M, 3) ndarray of int32
         Indices of (a subsample of) target voxels > 0 with a background neighbour.
     head_surface : (K, 3) ndarray of int32
-        The surface voxels within :data:`HEAD_REGION_MM` of the femur's top (largest z: the grids are LPS, z
-        points to the head): the femoral head where it faces the acetabulum, where narrow joint spaces make the
-        errors (empty for a whole-scan locator volume).
+        The surface voxels in the top :data:`HEAD_REGION_MM` of the femur (largest z: the grids are LPS, z points
+        to the head): the femoral head, the upper neck and the tip of the greater trochanter, where the phantom
+        hold-out's errors are densest (empty for a whole-scan locator volume).
     soft : (Z, Y, X) ndarray of uint8, optional
-        Femur model: the fraction of each voxel the femur label covers, × 255 (``target`` is ``soft >= 128``,
-        i.e. fraction ≥ 0.5); the partial-volume targets of ``soft_targets`` training.  None for a locator.
+        Femur model: the label linearly interpolated at each voxel centre, × 255 (``target`` is ``soft >= 128``,
+        i.e. ≥ 0.5): a partial-volume estimate (exact only where the label's grid is near the model's; a finer
+        label grid gives a sharper edge, thick label slices a wider one), the targets of ``soft_targets``
+        training.  None for a locator.
     """
 
     case_id: str
@@ -441,7 +443,7 @@ def _with_points(case_id: str, side: str, image: np.ndarray, target: np.ndarray,
     zs = np.flatnonzero(fg.any(axis=(1, 2)))
     if side != "both" and len(zs):
         top = int(zs[-1])
-        bottom = max(0, top - int(round(HEAD_REGION_MM / float(spacing[0]))))
+        bottom = max(0, top + 1 - int(round(HEAD_REGION_MM / float(spacing[0]))))
         head[bottom:top + 1] = surface[bottom:top + 1]
     key = int.from_bytes(hashlib.sha256(f"{case_id}/{side}".encode()).digest()[:8], "little")
     return Volume(case_id, side, image, target, tuple(start), tuple(stop), tuple(spacing), _points(fg, key),

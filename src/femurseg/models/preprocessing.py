@@ -203,7 +203,8 @@ def resample_image(image: "sitk.Image", grid: Grid, *, fill_hu: float) -> np.nda
 
 
 def resample_fraction(mask: "sitk.Image", grid: Grid) -> np.ndarray:
-    """The fraction of each ``grid`` voxel that a binary mask covers, by linear interpolation.
+    """A binary mask linearly interpolated at each ``grid`` voxel centre: a partial-volume estimate of the fraction
+    of the voxel it covers (exact only where the mask's grid is near ``grid``'s).
 
     Parameters
     ----------

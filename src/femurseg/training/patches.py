@@ -5,7 +5,7 @@ Sampling, per patch:
 - a volume (a femur ROI, or a whole scan for the locator) uniformly at random;
 - its ROI box, each face moved by up to ± ``roi_jitter_mm`` (the inference locator is not exact);
 - a centre: with probability ``head_fraction`` a voxel of the femoral head's surface (the top
-  :data:`~femurseg.training.data.HEAD_REGION_MM` of the femur, where narrow hip joints make the errors); else with
+  :data:`~femurseg.training.data.HEAD_REGION_MM` of the femur, where the phantom hold-out's errors are densest); else with
   probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's surface, where the
   errors are), otherwise anywhere in the box;
 - a spatial/intensity augmentation (:mod:`femurseg.training.transforms`).
@@ -100,7 +100,6 @@ def choose_place(
         centre = _point_inside(vol.surface if kind == "surface" else vol.foreground, start, stop, rng)
     if centre is None:
         kind = "random"
-    if centre is None:
         centre = rng.integers(start, stop)
     return PatchPlace(v, tuple(int(c) for c in centre), tuple(int(s) for s in start), tuple(int(s) for s in stop), kind)
 
@@ -128,9 +127,10 @@ class PatchDataset(torch.utils.data.Dataset):
     head_fraction : float, optional
         Fraction of patches centred on the femoral head's surface (see :func:`choose_place`).
     soft_targets : bool, optional
-        Targets are the femur's fraction of each voxel (``Volume.soft``, carried through the same spatial
-        augmentation as the image) instead of class indices: the network learns where inside a voxel the bone's
-        edge lies, which the 0.5 threshold after resampling to the scan's own grid then uses.  Two classes only.
+        Targets are the femur label interpolated at each voxel centre (``Volume.soft``, a partial-volume estimate,
+        carried through the same spatial augmentation as the image) instead of class indices, so the network can
+        say where inside a voxel the bone's edge lies for the 0.5 threshold on the scan's own grid.  Two classes
+        only.
 
     Items are ``(image, target)``: (1, Z, Y, X) float32 in [-1, 1] and (Z, Y, X) int64 class indices (float32
     fractions in [0, 1] with ``soft_targets``).

@@ -63,7 +63,6 @@ def test_head_fraction_centres_patches_on_the_femoral_head(volumes) -> None:  # 
     assert all(k.centre[0] >= 109 - HEAD_REGION_MM for k in kinds if k.kind == "head")
 
 
-
 #: What the sampler drew before head_fraction and soft_targets existed (recorded with the code of 29013a8 on the
 #: tiny cohort): (volume, centre, jittered box start, kind) of patches 0..11 of seed 3, jitter 4 mm; and (image sum,
 #: femur voxels) of items 0..3 of a seed-3 PatchDataset with the default augmentation.

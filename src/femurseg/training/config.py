@@ -161,8 +161,8 @@ class TrainConfig:
         Fraction of patches centred on a femur voxel (half on its surface); the rest anywhere in the ROI.
     head_fraction : float
         Fraction of patches centred on the femoral head's surface (the top 40 mm of the femur, where the phantom
-        hold-out's errors are densest), drawn before ``foreground_fraction`` applies to the others; 0 (default) leaves the
-        sampling exactly as before.
+        hold-out's errors are densest), drawn before ``foreground_fraction`` applies to the others; 0 (default)
+        leaves the sampling exactly as before.
     soft_targets : bool
         Femur model: train on the label linearly interpolated at each model voxel (a partial-volume estimate;
         soft Dice + cross-entropy against fractions) instead of that thresholded at 0.5.  A 1 mm

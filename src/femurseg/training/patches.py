@@ -5,9 +5,9 @@ Sampling, per patch:
 - a volume (a femur ROI, or a whole scan for the locator) uniformly at random;
 - its ROI box, each face moved by up to ± ``roi_jitter_mm`` (the inference locator is not exact);
 - a centre: with probability ``head_fraction`` a voxel of the femoral head's surface (the top
-  :data:`~femurseg.training.data.HEAD_REGION_MM` of the femur, where the phantom hold-out's errors are densest); else with
-  probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's surface, where the
-  errors are), otherwise anywhere in the box;
+  :data:`~femurseg.training.data.HEAD_REGION_MM` of the femur, where the phantom hold-out's errors are densest);
+  else with probability ``foreground_fraction`` a femur voxel inside the box (half of these on the femur's surface,
+  where the errors are), otherwise anywhere in the box;
 - a spatial/intensity augmentation (:mod:`femurseg.training.transforms`).
 
 Patch ``i`` of the run is a pure function of ``(seed, i)`` (its own ``SeedSequence``), whatever process draws it:
